@@ -1,0 +1,114 @@
+#!/usr/bin/env bun
+// The composition root: wires config loading, the forwarding core and the process's
+// signals together. The core never imports from here.
+
+import { Proxy } from "./core/proxy.ts";
+import { setReporter } from "./core/report.ts";
+import { ConfigError, loadConfigFile, loadConfigText, demoConfigText } from "./config/index.ts";
+import { startDemoBackends } from "./demo/backends.ts";
+import type { CompiledConfig } from "./core/types.ts";
+import pkg from "../package.json" with { type: "json" };
+
+const USAGE = `usage:
+  latch run <config.toml>     start the proxy
+  latch run --demo [port]     start on 127.0.0.1:8080 in front of two built-in demo backends
+  latch check <config.toml>   validate a configuration (exit 1 with file:line: key: reason)
+  latch version               print the version`;
+
+function log(level: "info" | "warn" | "error", msg: string): void {
+  const line = `${new Date().toISOString()} ${level} ${msg}\n`;
+  if (level === "info") process.stdout.write(line);
+  else process.stderr.write(line);
+}
+
+function loadOrExit(path: string): CompiledConfig {
+  try {
+    return loadConfigFile(path);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(e.message + "\n");
+      process.exit(1);
+    }
+    throw e;
+  }
+}
+
+function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => void = () => {}): Proxy {
+  setReporter(log);
+  const proxy = new Proxy(cfg);
+  try {
+    proxy.start();
+  } catch (e) {
+    log("error", (e as Error).message);
+    process.exit(1);
+  }
+  const ports = proxy.ports();
+  for (const l of cfg.listeners) log("info", `listening ${l.name} on ${l.tls ? "https" : "http"}://${l.host}:${ports[l.name]}`);
+  if (reloadFrom !== null) {
+    process.on("SIGHUP", () => {
+      try {
+        proxy.reload(loadConfigFile(reloadFrom));
+        log("info", `reloaded ${reloadFrom}`);
+      } catch (e) {
+        log("error", `reload failed, keeping the running configuration: ${(e as Error).message}`);
+      }
+    });
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    log("info", "stopping: no new connections, finishing the ones in flight");
+    await proxy.stop(5000);
+    onStop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  return proxy;
+}
+
+function main(argv: string[]): void {
+  const [cmd, arg, arg2] = argv;
+  switch (cmd) {
+    case "version":
+    case "--version":
+    case "-v":
+      process.stdout.write(`latch ${pkg.version} (bun ${Bun.version})\n`);
+      return;
+    case "check": {
+      if (!arg) break;
+      try {
+        const cfg = loadConfigFile(arg);
+        const servers = [...cfg.backends.values()].reduce((n, b) => n + b.servers.length, 0);
+        process.stdout.write(`${arg}: ok (${cfg.listeners.length} listeners, ${cfg.backends.size} backends, ${servers} servers)\n`);
+      } catch (e) {
+        process.stderr.write((e instanceof Error ? e.message : String(e)) + "\n");
+        process.exit(1);
+      }
+      return;
+    }
+    case "run": {
+      if (arg === "--demo") {
+        const port = arg2 ? Number(arg2) : 8080;
+        const backends = startDemoBackends(["ap01", "ap02"]);
+        const cfg = loadConfigText(demoConfigText([backends[0].port, backends[1].port], port), "<demo>");
+        runProxy(cfg, null, () => backends.forEach((b) => b.stop()));
+        process.stdout.write(
+          `\nLatch demo: two backends (ap01 on :${backends[0].port}, ap02 on :${backends[1].port}) behind http://127.0.0.1:${port}\n` +
+            `  curl -i http://127.0.0.1:${port}/            # a new client: balanced, gets Set-Cookie: SRV=...\n` +
+            `  curl -i -b SRV=ap02 http://127.0.0.1:${port}/ # a persisted client: always ap02, SRV stripped (indirect)\n` +
+            `  curl -s -c /tmp/j -b /tmp/j http://127.0.0.1:${port}/ (repeat: same backend every time)\n\n`,
+        );
+        return;
+      }
+      if (!arg) break;
+      runProxy(loadOrExit(arg), arg);
+      return;
+    }
+  }
+  process.stderr.write(USAGE + "\n");
+  process.exit(2);
+}
+
+main(process.argv.slice(2));

@@ -1,0 +1,418 @@
+// Validated config -> the frozen runtime snapshot the forwarding core reads (src/core/types.ts).
+//
+// Everything the core would otherwise work out per request is done here, once: addresses
+// split, names lowercased and turned into byte needles, Set-Cookie lines assembled, routes
+// ordered, hash rings built. The result is plain objects, frozen; the only mutable parts are
+// the per-server ServerState and the backend's `rr` cursor, which the core updates in place.
+//
+// compile() does not throw for a bad config: it returns every problem it finds (with the key
+// path) so `latch check` can list them all at once; index.ts adds file and line.
+
+import { createHmac } from "node:crypto";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { buildRing } from "../core/balance.ts";
+import type {
+  BalanceAlgo,
+  CompiledBackend,
+  CompiledConfig,
+  CompiledListener,
+  CompiledRoute,
+  CompiledServer,
+  InsertPersist,
+  PersistRule,
+  ServerState,
+} from "../core/types.ts";
+import { parseBind, parseCidr, parseServerAddress } from "./address.ts";
+import type { KeyPath } from "./locate.ts";
+import type { BackendInput, ConfigInput, ListenInput, PersistInput, PersistRuleInput, RouteInput, ServerInput } from "./schema.ts";
+
+export interface CompileIssue {
+  readonly path: KeyPath;
+  readonly message: string;
+}
+
+export interface CompileContext {
+  /** recorded as CompiledConfig.source */
+  readonly source: string;
+  /** relative paths in the config (tls files, state_dir) are resolved against this directory */
+  readonly baseDir: string;
+}
+
+export type CompileResult = { readonly config: CompiledConfig; readonly issues: readonly [] } | { readonly config: null; readonly issues: readonly CompileIssue[] };
+
+const NOT_YET = "is not available yet in this build";
+
+export function compile(input: ConfigInput, ctx: CompileContext): CompileResult {
+  const issues: CompileIssue[] = [];
+  const fail = (path: KeyPath, message: string): void => {
+    issues.push({ path, message });
+  };
+  /** runs a throwing parser; its message becomes an issue at `path` */
+  const attempt = <T>(path: KeyPath, fn: () => T): T | null => {
+    try {
+      return fn();
+    } catch (e) {
+      fail(path, (e as Error).message);
+      return null;
+    }
+  };
+
+  const g = input.global;
+  let workers = 1;
+  if (g.workers === "auto") workers = Math.max(1, navigator.hardwareConcurrency || 1);
+  else if (g.workers !== 1) fail(["global", "workers"], `workers = ${g.workers} ${NOT_YET} (use 1 or "auto")`);
+
+  for (const name of Object.keys(input.session ?? {})) {
+    fail(["session", name], `[session.${name}]: proxy-managed sessions ${NOT_YET}`);
+  }
+
+  const backends = new Map<string, CompiledBackend>();
+  for (const [name, b] of Object.entries(input.backend)) {
+    backends.set(name, compileBackend(name, b, ["backend", name], fail, attempt));
+  }
+
+  const listeners: CompiledListener[] = [];
+  const names = new Map<string, number>();
+  const binds = new Map<string, string>();
+  input.listen.forEach((l, i) => {
+    const path = ["listen", i];
+    const listener = compileListener(l, path, backends, ctx, fail, attempt);
+    listeners.push(listener);
+    const seen = names.get(listener.name);
+    if (seen !== undefined) fail([...path, "name"], `duplicate listener name "${listener.name}" (also listen[${seen}])`);
+    else names.set(listener.name, i);
+    claimPort(binds, listener.host, listener.port, `listen[${i}]`, [...path, "bind"], fail);
+  });
+
+  let admin: CompiledConfig["admin"] = null;
+  if (input.admin !== undefined) {
+    const bind = attempt(["admin", "bind"], () => parseBind(input.admin!.bind));
+    if (bind !== null) {
+      claimPort(binds, bind.host, bind.port, "admin", ["admin", "bind"], fail);
+      admin = Object.freeze({ host: bind.host, port: bind.port, token: input.admin.token });
+    }
+  }
+
+  if (issues.length > 0) return { config: null, issues };
+
+  const config: CompiledConfig = {
+    source: ctx.source,
+    workers,
+    stateDir: resolve(ctx.baseDir, g.state_dir),
+    limits: Object.freeze({
+      maxHeadBytes: g.max_head_size,
+      maxUrlBytes: g.max_url_size,
+      maxHeaders: g.max_headers,
+      clientIdle: g.timeout.client,
+      clientHead: g.timeout.head,
+    }),
+    listeners: Object.freeze(listeners),
+    // Freezing a Map does not stop set(); the core only gets it as ReadonlyMap.
+    backends: Object.freeze(backends),
+    admin,
+    log: Object.freeze({ access: input.log.access, format: input.log.format }),
+  };
+  return { config: Object.freeze(config), issues: [] };
+}
+
+type Fail = (path: KeyPath, message: string) => void;
+type Attempt = <T>(path: KeyPath, fn: () => T) => T | null;
+
+/** Two listeners on one address would fail at startup with EADDRINUSE; say so now. Port 0 is always free. */
+function claimPort(binds: Map<string, string>, host: string, port: number, who: string, path: KeyPath, fail: Fail): void {
+  if (port === 0) return;
+  const key = `${host}:${port}`;
+  const owner = binds.get(key);
+  if (owner !== undefined) fail(path, `${key} is already used by ${owner}`);
+  else binds.set(key, who);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends and servers
+
+function compileBackend(name: string, b: BackendInput, path: KeyPath, fail: Fail, attempt: Attempt): CompiledBackend {
+  const balance = compileBalance(b.balance);
+  const hashBalance = balance.kind === "source" || balance.kind === "uri" || balance.kind === "hdr" || balance.kind === "cookie";
+
+  const ids = new Map<string, number>();
+  b.server.forEach((s, i) => {
+    const seen = ids.get(s.id);
+    if (seen !== undefined) fail([...path, "server", i, "id"], `duplicate server id "${s.id}" (also server[${seen}])`);
+    else ids.set(s.id, i);
+  });
+
+  let insert: InsertPersist | null = null;
+  let values: string[] = b.server.map((s) => s.id);
+  if (b.persist !== undefined) {
+    if (b.persist.mode === "insert") {
+      values = cookieValues(b.persist, b.server);
+    } else {
+      fail([...path, "persist", "mode"], `persist.mode = "${b.persist.mode}" ${NOT_YET}`);
+    }
+  }
+
+  const servers = b.server.map((s, i) => {
+    const where = [...path, "server", i];
+    const addr = attempt([...where, "address"], () => parseServerAddress(s.address));
+    return compileServer(s, i, addr ?? { host: "", port: 0, tls: false, authority: "" }, values[i]!);
+  });
+
+  if (b.persist?.mode === "insert") insert = compileInsert(b.persist, b.server, values, path, fail);
+
+  if (b.health !== undefined) fail([...path, "health"], `[backend.${name}.health]: active health checks ${NOT_YET}`);
+
+  const rules = (list: readonly PersistRuleInput[], key: string): readonly PersistRule[] =>
+    Object.freeze(list.map((r, i) => compileRule(r, [...path, key, i], attempt)));
+
+  const ring = hashBalance
+    ? (attempt([...path, "server"], () => buildRing(servers)) ?? { points: new Uint32Array(0), servers: new Uint16Array(0) })
+    : { points: new Uint32Array(0), servers: new Uint16Array(0) };
+
+  return Object.freeze({
+    name,
+    balance,
+    hashBalance,
+    failover: b.failover,
+    timeouts: Object.freeze({
+      connect: b.timeout.connect,
+      server: b.timeout.server,
+      tunnel: b.timeout.tunnel,
+      queue: b.timeout.queue,
+      poolIdle: b.timeout.pool_idle,
+    }),
+    persist: insert,
+    ignorePersist: rules(b.ignore_persist, "ignore_persist"),
+    forcePersist: rules(b.force_persist, "force_persist"),
+    servers: Object.freeze(servers),
+    ringPoints: ring.points,
+    ringServers: ring.servers,
+    hashBoundFactor: b.hash_balance_factor,
+    rr: { next: 0 }, // mutable on purpose: the balancer's cursor
+  });
+}
+
+function compileBalance(text: string): BalanceAlgo {
+  // The schema has already checked the spelling.
+  const colon = text.indexOf(":");
+  if (colon === -1) return Object.freeze({ kind: text as "roundrobin" | "leastconn" | "random" | "first" | "source" | "uri" });
+  const name = text.slice(colon + 1);
+  if (text.startsWith("hdr:")) return Object.freeze({ kind: "hdr", name, nameLower: latin1(name.toLowerCase()) });
+  return Object.freeze({ kind: "cookie", name, nameBytes: latin1(name) });
+}
+
+function compileServer(s: ServerInput, index: number, addr: ReturnType<typeof parseServerAddress>, cookieValue: string): CompiledServer {
+  // Not frozen: the core flips these at run time, and a reload carries them over by id.
+  const state: ServerState = {
+    up: true,
+    admin: s.disabled ? "maint" : s.drain ? "drain" : "ready",
+    active: 0,
+    total: 0,
+    failures: 0,
+    rrCurrent: 0,
+  };
+  return Object.freeze({
+    index,
+    id: s.id,
+    host: addr.host,
+    port: addr.port,
+    tls: addr.tls,
+    authority: addr.authority,
+    hostLine: latin1(`Host: ${addr.authority}\r\n`),
+    weight: s.weight,
+    backup: s.backup,
+    maxconn: s.maxconn,
+    cookieValue,
+    state,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistence: cookie insert
+
+// RFC 6265 cookie-octet, minus "|" (separates the maxidle/maxlife timestamps in the value)
+// and "~" (separates the server from the application's value in prefix mode).
+const COOKIE_VALUE = /^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7b\x7d]+$/;
+
+/** The persistence value of each server: keyed hash, `cookie` override, or the id. */
+function cookieValues(p: Extract<PersistInput, { mode: "insert" }>, servers: readonly ServerInput[]): string[] {
+  if (p.dynamic_key !== undefined) {
+    // HAProxy's "dynamic-cookie-key": the value says which server without naming it.
+    // 16 base64url characters = 96 bits, plenty to keep a handful of servers apart.
+    const key = p.dynamic_key;
+    return servers.map((s) => createHmac("sha256", key).update(s.id).digest("base64url").slice(0, 16));
+  }
+  return servers.map((s) => s.cookie ?? s.id);
+}
+
+function compileInsert(
+  p: Extract<PersistInput, { mode: "insert" }>,
+  servers: readonly ServerInput[],
+  values: readonly string[],
+  backendPath: KeyPath,
+  fail: Fail,
+): InsertPersist {
+  const samesite = p.samesite === undefined ? undefined : canonicalSameSite(p.samesite);
+  // No Max-Age/Expires: like HAProxy's inserted cookie, it is a session cookie; maxidle and
+  // maxlife are enforced through timestamps in the value, not by the browser.
+  let attributes = `; Path=${p.path}`;
+  if (p.domain !== undefined) attributes += `; Domain=${p.domain}`;
+  if (p.httponly) attributes += "; HttpOnly";
+  // Browsers drop a SameSite=None cookie that is not Secure.
+  if (p.secure || samesite === "None") attributes += "; Secure";
+  if (samesite !== undefined) attributes += `; SameSite=${samesite}`;
+
+  const byValue = new Map<string, number>();
+  values.forEach((value, i) => {
+    const s = servers[i]!;
+    const where = [...backendPath, "server", i, s.cookie !== undefined && p.dynamic_key === undefined ? "cookie" : "id"];
+    if (!COOKIE_VALUE.test(value)) {
+      fail(where, `"${value}" cannot be a cookie value (no spaces, quotes, ",", ";", "\\", "|" or "~")`);
+      return;
+    }
+    const seen = byValue.get(value);
+    if (seen !== undefined) {
+      fail(where, `cookie value "${value}" is also used by server "${servers[seen]!.id}": persistence could not tell them apart`);
+      return;
+    }
+    byValue.set(value, i);
+  });
+
+  const setCookieLine = Object.freeze(values.map((value) => latin1(`Set-Cookie: ${p.cookie}=${value}${attributes}\r\n`)));
+  return Object.freeze({
+    mode: "insert",
+    cookie: p.cookie,
+    cookieBytes: latin1(p.cookie),
+    indirect: p.indirect,
+    nocache: p.nocache,
+    postonly: p.postonly,
+    preserve: p.preserve,
+    attributes,
+    maxidle: p.maxidle,
+    maxlife: p.maxlife,
+    dynamic: p.dynamic_key !== undefined,
+    byValue,
+    setCookieLine,
+  });
+}
+
+function canonicalSameSite(s: string): "Lax" | "Strict" | "None" {
+  const lower = s.toLowerCase();
+  return lower === "strict" ? "Strict" : lower === "none" ? "None" : "Lax";
+}
+
+/** ignore_persist / force_persist: the schema guarantees exactly one condition. */
+function compileRule(r: PersistRuleInput, path: KeyPath, attempt: Attempt): PersistRule {
+  if (r.header !== undefined && r.contains !== undefined) {
+    // Header values are matched as the bytes on the wire; the config text is UTF-8.
+    return Object.freeze({ header: Object.freeze({ nameLower: latin1(r.header.toLowerCase()), contains: utf8(r.contains) }) });
+  }
+  if (r.path !== undefined) return Object.freeze({ pathPrefix: r.path });
+  const cidr = attempt([...path, "src"], () => parseCidr(r.src!));
+  return Object.freeze(cidr === null ? {} : { cidr: Object.freeze(cidr) });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listeners and routes
+
+function compileListener(
+  l: ListenInput,
+  path: KeyPath,
+  backends: ReadonlyMap<string, CompiledBackend>,
+  ctx: CompileContext,
+  fail: Fail,
+  attempt: Attempt,
+): CompiledListener {
+  const bind = attempt([...path, "bind"], () => parseBind(l.bind)) ?? { host: "", port: 0 };
+
+  let tls: CompiledListener["tls"] = null;
+  if (l.tls !== undefined) {
+    const cert = resolve(ctx.baseDir, l.tls.cert);
+    const key = resolve(ctx.baseDir, l.tls.key);
+    if (!existsSync(cert)) fail([...path, "tls", "cert"], `file not found: ${cert}`);
+    if (!existsSync(key)) fail([...path, "tls", "key"], `file not found: ${key}`);
+    tls = Object.freeze({ cert, key });
+  }
+  const redirectHttps = l.redirect === "https";
+  if (redirectHttps && tls !== null) fail([...path, "redirect"], `redirect = "https" on a TLS listener would redirect to itself forever`);
+  if (!redirectHttps && l.route.length === 0) fail(path, `no [[listen.route]]: add one, or set redirect = "https"`);
+
+  const routes: CompiledRoute[] = [];
+  const seen = new Map<string, number>();
+  l.route.forEach((r, i) => {
+    const where = [...path, "route", i];
+    const route = compileRoute(r, where, backends, fail, attempt);
+    if (route === null) return;
+    const key = `${route.hostWildcard ? "*" : ""}${route.host} ${route.path}`;
+    const first = seen.get(key);
+    if (first !== undefined) fail(where, `same host and path as route[${first}]; this route could never match`);
+    else seen.set(key, i);
+    routes.push(route);
+  });
+  // Longest path first; on equal paths an exact host, then a wildcard (longest suffix first),
+  // then any host. Array.prototype.sort is stable: ties keep the order written.
+  routes.sort((a, b) => b.path.length - a.path.length || hostRank(a) - hostRank(b) || b.host.length - a.host.length);
+
+  return Object.freeze({
+    name: l.name ?? l.bind,
+    host: bind.host,
+    port: bind.port,
+    tls,
+    redirectHttps,
+    routes: Object.freeze(routes),
+    xForwardedFor: l.forwarded_for,
+    via: l.via,
+  });
+}
+
+function hostRank(r: CompiledRoute): number {
+  return r.host === "" ? 2 : r.hostWildcard ? 1 : 0;
+}
+
+function compileRoute(
+  r: RouteInput,
+  path: KeyPath,
+  backends: ReadonlyMap<string, CompiledBackend>,
+  fail: Fail,
+  attempt: Attempt,
+): CompiledRoute | null {
+  const host = r.host === undefined ? { host: "", wildcard: false } : attempt([...path, "host"], () => parseRouteHost(r.host!));
+  const backend = backends.get(r.backend);
+  if (backend === undefined) fail([...path, "backend"], `no backend named "${r.backend}"`);
+  if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}": proxy-managed sessions ${NOT_YET}`);
+  if (r.set_headers !== undefined) fail([...path, "set_headers"], `set_headers ${NOT_YET}`);
+  if (r.websocket !== undefined) fail([...path, "websocket"], `websocket options ${NOT_YET}`);
+  if (host === null || backend === undefined) return null;
+  return Object.freeze({
+    host: host.host,
+    hostWildcard: host.wildcard,
+    path: r.path,
+    pathBytes: utf8(r.path),
+    backend,
+    preserveHost: r.preserve_host,
+  });
+}
+
+/** "Example.COM" -> "example.com"; "*.example.com" -> ".example.com" (wildcard: one or more labels). */
+function parseRouteHost(text: string): { host: string; wildcard: boolean } {
+  const lower = text.toLowerCase();
+  const wildcard = lower.startsWith("*.");
+  const name = wildcard ? lower.slice(2) : lower;
+  if (/^\[[0-9a-f:.]+\]$/.test(name) && !wildcard) return { host: name, wildcard };
+  if (name.includes(":")) throw new Error(`"${text}": write the host without a port (it matches any port)`);
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(name)) {
+    throw new Error(`"${text}" is not a host name; write "example.com" or "*.example.com"`);
+  }
+  return { host: wildcard ? `.${name}` : name, wildcard };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Exact-size byte copies: never a view into a shared pool, so they are safe to keep forever. */
+function latin1(s: string): Uint8Array {
+  return new Uint8Array(Buffer.from(s, "latin1"));
+}
+
+function utf8(s: string): Uint8Array {
+  return new TextEncoder().encode(s);
+}

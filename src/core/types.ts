@@ -1,0 +1,149 @@
+// The compiled runtime snapshot: the only shape the forwarding core reads.
+// src/config/compile.ts builds it once from the validated TOML and freezes it; a reload
+// builds a new one and swaps the reference. Nothing here is parsed per request: byte
+// needles, Set-Cookie lines and hash rings are prepared at compile time.
+
+/** Durations are milliseconds, sizes are bytes, everywhere in the snapshot. */
+export type Ms = number;
+
+export interface Limits {
+  readonly maxHeadBytes: number; // whole request head; beyond -> 431
+  readonly maxUrlBytes: number; // request target; beyond -> 414
+  readonly maxHeaders: number; // header lines; beyond -> 431
+  readonly clientIdle: Ms; // keep-alive idle / slowloris: head must complete within this
+  readonly clientHead: Ms; // a started head must complete within this (slowloris)
+}
+
+export interface Timeouts {
+  readonly connect: Ms;
+  readonly server: Ms; // time to first response byte, and between response chunks
+  readonly tunnel: Ms;
+  readonly queue: Ms;
+  readonly poolIdle: Ms; // an idle upstream keep-alive connection is closed after this
+}
+
+/** Mutable per-server runtime state. Lives beside the frozen config; carried over by id on reload. */
+export interface ServerState {
+  /** true while health says the server answers (passive/active checks flip it). */
+  up: boolean;
+  /** "ready" | "drain" | "maint". drain: keeps persisted clients, no new ones. maint: nothing. */
+  admin: "ready" | "drain" | "maint";
+  active: number; // requests in flight on this server
+  total: number; // requests sent
+  failures: number; // connection failures
+  /** current effective weight for smooth weighted round robin */
+  rrCurrent: number;
+  /** idle keep-alive connections to this server; owned by the core's pool, created lazily */
+  pool?: unknown[];
+}
+
+export interface CompiledServer {
+  readonly index: number; // position in backend.servers
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+  /** "host:port" as written in Host when preserve_host is off, and as matched for Location rewriting. */
+  readonly authority: string;
+  /** "Host: <authority>\r\n", spliced in when preserve_host is off */
+  readonly hostLine: Uint8Array;
+  readonly weight: number;
+  readonly backup: boolean;
+  readonly maxconn: number; // 0 = unlimited
+  /** Persistence value carried in the insert cookie (server id, `cookie` override, or keyed hash). */
+  readonly cookieValue: string;
+  readonly state: ServerState;
+}
+
+export type BalanceAlgo =
+  | { readonly kind: "roundrobin" }
+  | { readonly kind: "leastconn" }
+  | { readonly kind: "random" }
+  | { readonly kind: "first" }
+  | { readonly kind: "source" }
+  | { readonly kind: "uri" }
+  | { readonly kind: "hdr"; readonly name: string; readonly nameLower: Uint8Array }
+  | { readonly kind: "cookie"; readonly name: string; readonly nameBytes: Uint8Array };
+
+export interface PersistRule {
+  /** header match: case-insensitive header name, value contains (case-sensitive) */
+  readonly header?: { readonly nameLower: Uint8Array; readonly contains: Uint8Array };
+  /** path prefix */
+  readonly pathPrefix?: string;
+  /** source CIDR (IPv4 or IPv6) */
+  readonly cidr?: { readonly v6: boolean; readonly addr: Uint8Array; readonly bits: number };
+}
+
+export interface InsertPersist {
+  readonly mode: "insert";
+  readonly cookie: string;
+  readonly cookieBytes: Uint8Array; // NAME
+  readonly indirect: boolean;
+  readonly nocache: boolean;
+  readonly postonly: boolean;
+  readonly preserve: boolean;
+  /** attributes appended after the value, e.g. "; Path=/; HttpOnly; SameSite=Lax" */
+  readonly attributes: string;
+  readonly maxidle: Ms; // 0 = off
+  readonly maxlife: Ms; // 0 = off
+  readonly dynamic: boolean; // cookieValue is a keyed hash
+  /** cookie value -> server index (primary lookup) */
+  readonly byValue: ReadonlyMap<string, number>;
+  /** "Set-Cookie: NAME=value<attributes>\r\n" per server, when no timestamps are needed */
+  readonly setCookieLine: readonly Uint8Array[];
+}
+
+export type Persist = InsertPersist | null;
+
+export interface CompiledBackend {
+  readonly name: string;
+  readonly balance: BalanceAlgo;
+  readonly hashBalance: boolean;
+  readonly failover: "redispatch" | "strict";
+  readonly timeouts: Timeouts;
+  readonly persist: Persist;
+  readonly ignorePersist: readonly PersistRule[];
+  readonly forcePersist: readonly PersistRule[];
+  readonly servers: readonly CompiledServer[];
+  /** consistent-hash ring for source/uri/hdr/cookie balancing: sorted points and their server index */
+  readonly ringPoints: Uint32Array;
+  readonly ringServers: Uint16Array;
+  /** bounded-load factor for consistent hashing (1.25 = a server takes at most 125% of the mean) */
+  readonly hashBoundFactor: number;
+  /** mutable balancer cursor (roundrobin / first) */
+  readonly rr: { next: number };
+}
+
+export interface CompiledRoute {
+  /** lowercase host; "" = any; "*.example.com" stored as suffix ".example.com" with wildcard=true */
+  readonly host: string;
+  readonly hostWildcard: boolean;
+  readonly path: string;
+  readonly pathBytes: Uint8Array;
+  readonly backend: CompiledBackend;
+  readonly preserveHost: boolean;
+}
+
+export interface CompiledListener {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: { readonly cert: string; readonly key: string } | null;
+  /** redirect = "https": every request gets 301 to https://host/path */
+  readonly redirectHttps: boolean;
+  /** routes sorted by path length, longest first, then host-specific before any-host */
+  readonly routes: readonly CompiledRoute[];
+  readonly xForwardedFor: boolean;
+  readonly via: string; // "" = off
+}
+
+export interface CompiledConfig {
+  readonly source: string; // file name the snapshot came from
+  readonly workers: number;
+  readonly stateDir: string;
+  readonly limits: Limits;
+  readonly listeners: readonly CompiledListener[];
+  readonly backends: ReadonlyMap<string, CompiledBackend>;
+  readonly admin: { readonly host: string; readonly port: number; readonly token: string } | null;
+  readonly log: { readonly access: boolean; readonly format: "combined" | "json" };
+}
