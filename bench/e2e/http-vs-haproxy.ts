@@ -722,6 +722,7 @@ let code = 1;
 try {
   code = await main();
 } catch (e) {
+  if (cleaning) await new Promise(() => {}); // interrupted: the signal handler finishes and exits
   console.error(`\nbenchmark failed: ${(e as Error).stack ?? e}`);
   for (const c of children) if (c.err.length || c.out.length) console.error(`--- ${c.name} output (tail) ---\n${tail(c)}`);
   code = 1;

@@ -42,6 +42,7 @@ export interface CompileContext {
 export type CompileResult = { readonly config: CompiledConfig; readonly issues: readonly [] } | { readonly config: null; readonly issues: readonly CompileIssue[] };
 
 const NOT_YET = "is not available yet in this build";
+const ARE_NOT_YET = "are not available yet in this build";
 
 export function compile(input: ConfigInput, ctx: CompileContext): CompileResult {
   const issues: CompileIssue[] = [];
@@ -60,11 +61,11 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
 
   const g = input.global;
   let workers = 1;
-  if (g.workers === "auto") workers = Math.max(1, navigator.hardwareConcurrency || 1);
-  else if (g.workers !== 1) fail(["global", "workers"], `workers = ${g.workers} ${NOT_YET} (use 1 or "auto")`);
+  // multi-process workers come with the operations issue; until then only 1 runs
+  if (g.workers !== 1) fail(["global", "workers"], `workers = ${JSON.stringify(g.workers)} ${NOT_YET} (use 1)`);
 
   for (const name of Object.keys(input.session ?? {})) {
-    fail(["session", name], `[session.${name}]: proxy-managed sessions ${NOT_YET}`);
+    fail(["session", name], `[session.${name}]: proxy-managed sessions ${ARE_NOT_YET}`);
   }
 
   const backends = new Map<string, CompiledBackend>();
@@ -74,13 +75,14 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
 
   const listeners: CompiledListener[] = [];
   const names = new Map<string, number>();
-  const binds = new Map<string, string>();
+  const binds = new Map<number, { host: string; who: string }[]>();
   input.listen.forEach((l, i) => {
     const path = ["listen", i];
     const listener = compileListener(l, path, backends, ctx, fail, attempt);
     listeners.push(listener);
+    // An unnamed listener is named after its bind address, whose clash claimPort reports.
     const seen = names.get(listener.name);
-    if (seen !== undefined) fail([...path, "name"], `duplicate listener name "${listener.name}" (also listen[${seen}])`);
+    if (seen !== undefined && l.name !== undefined) fail([...path, "name"], `duplicate listener name "${listener.name}" (also listen[${seen}])`);
     else names.set(listener.name, i);
     claimPort(binds, listener.host, listener.port, `listen[${i}]`, [...path, "bind"], fail);
   });
@@ -119,13 +121,18 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
 type Fail = (path: KeyPath, message: string) => void;
 type Attempt = <T>(path: KeyPath, fn: () => T) => T | null;
 
-/** Two listeners on one address would fail at startup with EADDRINUSE; say so now. Port 0 is always free. */
-function claimPort(binds: Map<string, string>, host: string, port: number, who: string, path: KeyPath, fail: Fail): void {
+/**
+ * Two listeners on one address would fail at startup with EADDRINUSE; say so now. A wildcard
+ * host (0.0.0.0, ::) takes the port on every address, so it clashes with any host on that
+ * port. Port 0 is always free.
+ */
+function claimPort(binds: Map<number, { host: string; who: string }[]>, host: string, port: number, who: string, path: KeyPath, fail: Fail): void {
   if (port === 0) return;
-  const key = `${host}:${port}`;
-  const owner = binds.get(key);
-  if (owner !== undefined) fail(path, `${key} is already used by ${owner}`);
-  else binds.set(key, who);
+  const taken = binds.get(port) ?? [];
+  const wildcard = (h: string): boolean => h === "0.0.0.0" || h === "::";
+  const clash = taken.find((t) => t.host === host || wildcard(t.host) || wildcard(host));
+  if (clash !== undefined) fail(path, `port ${port} on ${host} is already taken by ${clash.who} (${clash.host}:${port})`);
+  else binds.set(port, [...taken, { host, who }]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,7 +167,7 @@ function compileBackend(name: string, b: BackendInput, path: KeyPath, fail: Fail
 
   if (b.persist?.mode === "insert") insert = compileInsert(b.persist, b.server, values, path, fail);
 
-  if (b.health !== undefined) fail([...path, "health"], `[backend.${name}.health]: active health checks ${NOT_YET}`);
+  if (b.health !== undefined) fail([...path, "health"], `[backend.${name}.health]: active health checks ${ARE_NOT_YET}`);
 
   const rules = (list: readonly PersistRuleInput[], key: string): readonly PersistRule[] =>
     Object.freeze(list.map((r, i) => compileRule(r, [...path, key, i], attempt)));
@@ -234,15 +241,16 @@ function compileServer(s: ServerInput, index: number, addr: ReturnType<typeof pa
 // and "~" (separates the server from the application's value in prefix mode).
 const COOKIE_VALUE = /^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7b\x7d]+$/;
 
-/** The persistence value of each server: keyed hash, `cookie` override, or the id. */
+/**
+ * The persistence value of each server: its `cookie` if set, else a keyed hash when
+ * dynamic_key is set, else its id. An explicit `cookie` wins over the hash as in HAProxy
+ * (SRV_F_COOKIESET: "this server has a cookie configured, so don't generate dynamic cookies").
+ */
 function cookieValues(p: Extract<PersistInput, { mode: "insert" }>, servers: readonly ServerInput[]): string[] {
-  if (p.dynamic_key !== undefined) {
-    // HAProxy's "dynamic-cookie-key": the value says which server without naming it.
-    // 16 base64url characters = 96 bits, plenty to keep a handful of servers apart.
-    const key = p.dynamic_key;
-    return servers.map((s) => createHmac("sha256", key).update(s.id).digest("base64url").slice(0, 16));
-  }
-  return servers.map((s) => s.cookie ?? s.id);
+  const key = p.dynamic_key;
+  // HAProxy's dynamic-cookie-key: the value says which server without naming it.
+  // 16 base64url characters = 96 bits, plenty to keep a handful of servers apart.
+  return servers.map((s) => s.cookie ?? (key === undefined ? s.id : createHmac("sha256", key).update(s.id).digest("base64url").slice(0, 16)));
 }
 
 function compileInsert(
@@ -265,12 +273,14 @@ function compileInsert(
   const byValue = new Map<string, number>();
   values.forEach((value, i) => {
     const s = servers[i]!;
-    const where = [...backendPath, "server", i, s.cookie !== undefined && p.dynamic_key === undefined ? "cookie" : "id"];
+    const where = [...backendPath, "server", i, s.cookie !== undefined ? "cookie" : "id"];
     if (!COOKIE_VALUE.test(value)) {
       fail(where, `"${value}" cannot be a cookie value (no spaces, quotes, ",", ";", "\\", "|" or "~")`);
       return;
     }
     const seen = byValue.get(value);
+    // The same id twice is already reported as a duplicate id; say it once.
+    if (seen !== undefined && servers[seen]!.id === s.id) return;
     if (seen !== undefined) {
       fail(where, `cookie value "${value}" is also used by server "${servers[seen]!.id}": persistence could not tell them apart`);
       return;
@@ -349,9 +359,11 @@ function compileListener(
     else seen.set(key, i);
     routes.push(route);
   });
-  // Longest path first; on equal paths an exact host, then a wildcard (longest suffix first),
-  // then any host. Array.prototype.sort is stable: ties keep the order written.
-  routes.sort((a, b) => b.path.length - a.path.length || hostRank(a) - hostRank(b) || b.host.length - a.host.length);
+  // As nginx chooses a server block by Host and then a location by longest prefix: exact
+  // hosts first, then wildcards (longest suffix first), then any host; within each, the
+  // longest path first. A host whose routes match no path falls through to any-host routes.
+  // Array.prototype.sort is stable: ties keep the order written.
+  routes.sort((a, b) => hostRank(a) - hostRank(b) || b.host.length - a.host.length || b.path.length - a.path.length);
 
   return Object.freeze({
     name: l.name ?? l.bind,
@@ -379,9 +391,9 @@ function compileRoute(
   const host = r.host === undefined ? { host: "", wildcard: false } : attempt([...path, "host"], () => parseRouteHost(r.host!));
   const backend = backends.get(r.backend);
   if (backend === undefined) fail([...path, "backend"], `no backend named "${r.backend}"`);
-  if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}": proxy-managed sessions ${NOT_YET}`);
+  if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}" ${NOT_YET} (proxy-managed sessions)`);
   if (r.set_headers !== undefined) fail([...path, "set_headers"], `set_headers ${NOT_YET}`);
-  if (r.websocket !== undefined) fail([...path, "websocket"], `websocket options ${NOT_YET}`);
+  if (r.websocket !== undefined) fail([...path, "websocket"], `websocket options ${ARE_NOT_YET}`);
   if (host === null || backend === undefined) return null;
   return Object.freeze({
     host: host.host,

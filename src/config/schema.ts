@@ -333,7 +333,7 @@ export const configSchema = table({
   admin: v.optional(adminTable),
   log: v.optional(logTable, {}),
   listen: v.pipe(
-    v.array(listenTable, (i) => (i.input === undefined ? "at least one [[listen]] table is required" : `expected [[listen]] tables, got ${got(i)}`)),
+    v.array(listenTable, (i) => `expected [[listen]] tables, got ${got(i)}`),
     v.minLength(1, "at least one [[listen]] table is required"),
   ),
   backend: v.optional(v.record(name("backend name"), backendTable, (i) => `expected [backend.NAME] tables, got ${got(i)}`), {}),

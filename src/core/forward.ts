@@ -385,7 +385,6 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   }
   const b = route.backend;
   const p = b.persist;
-  const ipFn = () => c.ipBytes();
 
   // --- persistence, then balancing
   let server: CompiledServer | null = null;
@@ -393,7 +392,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   let insertFirst = clock.sec;
   let cookieCutS = -1, cookieCutE = -1, cookieHdr = -1;
   if (p !== null) {
-    const ignored = b.ignorePersist.length > 0 && matchRules(b.ignorePersist, buf, h, pathStart, ipFn);
+    const ignored = b.ignorePersist.length > 0 && matchRules(b.ignorePersist, buf, h, pathStart, c);
     if (!ignored) {
       let valid = false;
       if (findCookie(buf, h, p.cookieBytes)) {
@@ -407,7 +406,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
         if (verdict.server >= 0) {
           const s = b.servers[verdict.server];
           const st = s.state;
-          const force = b.forcePersist.length > 0 && matchRules(b.forcePersist, buf, h, pathStart, ipFn);
+          const force = b.forcePersist.length > 0 && matchRules(b.forcePersist, buf, h, pathStart, c);
           if ((st.up && st.admin !== "maint") || force) {
             server = s;
             valid = true;
@@ -811,6 +810,7 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
       case H_CONNECTION:
       case H_KEEP_ALIVE:
       case H_PROXY_CONNECTION:
+      case H_TE:
       case H_UPGRADE:
         planCut(h.ns[k], h.le[k], null);
         break;

@@ -20,10 +20,16 @@ const CS_TRAILER0 = 7; // start of a trailer line or the final CRLF
 const CS_TRAILER = 8;
 const CS_TRAILER_LF = 9;
 const CS_FINAL_LF = 10;
+const CS_TRAILER_NAME = 11; // a trailer field name up to ':'
 
 const HEX = new Int8Array(256).fill(-1);
 for (let i = 0; i < 10; i++) HEX[48 + i] = i;
 for (let i = 0; i < 6; i++) HEX[65 + i] = HEX[97 + i] = 10 + i;
+
+/** token characters (RFC 9110 5.6.2): what a trailer field name may be made of */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 65; c <= 90; c++) TCHAR[c] = TCHAR[c + 32] = 1;
 
 /** Result of feed() when the framing is broken (bad chunk size, missing CRLF, control bytes). */
 export const FRAMING_ERROR = -1;
@@ -136,9 +142,15 @@ export class Framing {
           cs = CS_SIZE0;
           break;
         case CS_TRAILER0:
+          // a trailer line must be a field line (name ":" value): anything else, such as a
+          // request line smuggled after the last chunk, or obs-fold, breaks the framing
           if (c === 13) cs = CS_FINAL_LF;
-          else if (c === 32 || c === 9 || c < 32 || c === 127) return FRAMING_ERROR;
-          else cs = CS_TRAILER;
+          else if (TCHAR[c] === 1) cs = CS_TRAILER_NAME;
+          else return FRAMING_ERROR;
+          break;
+        case CS_TRAILER_NAME:
+          if (c === 58) cs = CS_TRAILER; // ':'
+          else if (TCHAR[c] !== 1) return FRAMING_ERROR;
           break;
         case CS_TRAILER:
           if (c === 13) cs = CS_TRAILER_LF;

@@ -216,7 +216,7 @@ function parseHeaders(buf: Uint8Array, pos: number, h: Head, maxHeaders: number,
   connOtherN = 0;
   let sawCL = false;
   while (pos < stop) {
-    if (n >= maxHeaders) return 431;
+    if (n >= maxHeaders || n >= MAX_HEADERS) return 431; // the configured limit, never past the Head's arrays
     // name
     const ns = pos;
     let c = buf[pos];

@@ -49,7 +49,7 @@ export function matchRules(
   buf: Buffer,
   h: Head,
   pathStart: number,
-  ip: () => Uint8Array | null,
+  client: { ipBytes(): Uint8Array | null },
 ): boolean {
   for (let i = 0; i < rules.length; i++) {
     const r = rules[i];
@@ -59,7 +59,7 @@ export function matchRules(
       ok = k >= 0 && (r.header.contains.length === 0 || indexIn(buf, r.header.contains, h.vs[k], h.ve[k]));
     }
     if (ok && r.pathPrefix !== undefined) ok = startsWith(buf, pathStart, h.targetEnd, r.pathPrefix);
-    if (ok && r.cidr !== undefined) ok = inCidr(ip(), r.cidr);
+    if (ok && r.cidr !== undefined) ok = inCidr(client.ipBytes(), r.cidr);
     if (ok) return true;
   }
   return false;
