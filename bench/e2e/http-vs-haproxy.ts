@@ -141,6 +141,22 @@ function procStat(): CpuJ[] {
   return out;
 }
 
+/** A few TCP counters (whole machine) that explain latency spikes on loopback. */
+function tcpCounters(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const file of ["/proc/net/snmp", "/proc/net/netstat"]) {
+    try {
+      const lines = readFileSync(file, "latin1").trim().split("\n");
+      for (let i = 0; i + 1 < lines.length; i += 2) {
+        const h = lines[i]!.split(/\s+/), v = lines[i + 1]!.split(/\s+/);
+        for (let k = 1; k < h.length; k++)
+          if (/^(RetransSegs|TCPLossProbes|TCPTimeouts|TCPBacklogDrop|TCPRcvQDrop|ListenDrops|TCPAbortOnData)$/.test(h[k]!)) out[h[k]!] = Number(v[k]);
+      }
+    } catch {}
+  }
+  return out;
+}
+
 let cleaning = false;
 async function cleanup() {
   if (cleaning) return;
@@ -309,16 +325,22 @@ type Round = WrkResult & {
   proxyCpuSoftirqUsPerReq: number | null; // irq+softirq on the proxy's CPU per request (only when pinned)
   otherCpuPct: number; // % of one CPU used by tasks that are not proxy/backend/wrk (other sessions, daemons)
   disturbed: boolean; // otherCpuPct > OTHER_LIMIT
+  idleGaps: boolean; // pinned, closed-loop load, yet neither CPU was full: everyone waited on something
+  tcp: Record<string, number>; // deltas of machine-wide TCP counters during the round
 };
 
 async function round(target: string, i: number, port: number, proxy: Child | null, backend: Child, lua: string | null): Promise<Round> {
   const p0 = proxy ? cpuMicros(proxy.proc.pid) : 0;
   const b0 = cpuMicros(backend.proc.pid);
   const s0 = procStat();
+  const n0 = tcpCounters();
   const t0 = performance.now();
   const w = await wrk(port, SECONDS, lua);
   const wall = (performance.now() - t0) * 1000; // us
   const s1 = procStat();
+  const n1 = tcpCounters();
+  const tcp: Record<string, number> = {};
+  for (const k in n1) if (n1[k]! - (n0[k] ?? 0)) tcp[k] = n1[k]! - (n0[k] ?? 0);
   const p1 = proxy ? cpuMicros(proxy.proc.pid) : 0;
   const b1 = cpuMicros(backend.proc.pid);
   const proxyCpuUs = p1 - p0;
@@ -345,6 +367,8 @@ async function round(target: string, i: number, port: number, proxy: Child | nul
     proxyCpuSoftirqUsPerReq,
     otherCpuPct,
     disturbed: otherCpuPct > OTHER_LIMIT,
+    idleGaps: PIN && cpuBusyPct.every((p) => p < 93),
+    tcp,
   };
 }
 
@@ -356,6 +380,7 @@ type Agg = {
   p99ms: number;
   cpuUsPerReq: number | null;
   softirqUsPerReq: number | null;
+  loadSideUsPerReq: number; // backend + wrk CPU per request: a control for machine-wide slowdowns
   disturbedRounds: number;
   rpsMin: number;
   rpsMax: number;
@@ -379,6 +404,7 @@ function aggregate(rs: Round[]): Agg {
     cpuUsPerReq: rs[0]?.cpuUsPerReq == null ? null : rs.reduce((a, r) => a + r.proxyCpuUs, 0) / Math.max(1, requests),
     softirqUsPerReq:
       rs[0]?.proxyCpuSoftirqUsPerReq == null ? null : rs.reduce((a, r) => a + r.proxyCpuSoftirqUsPerReq! * r.requests, 0) / Math.max(1, requests),
+    loadSideUsPerReq: rs.reduce((a, r) => a + r.backendCpuUsPerReq * r.requests + r.wrkCpuUs, 0) / Math.max(1, requests),
     disturbedRounds: rs.filter((r) => r.disturbed).length,
     rpsMin: Math.min(...rs.map((r) => r.rps)),
     rpsMax: Math.max(...rs.map((r) => r.rps)),
@@ -402,6 +428,8 @@ function printRound(r: Round) {
       `)  other ${f1(r.otherCpuPct, 0)}%` +
       (PIN && r.cpuBusyPct[1]! > 95 ? (r.target !== "direct" && r.cpuBusyPct[0]! > 95 ? "  [both CPUs full]" : "  [CPU 1 full: load-side bound]") : "") +
       (r.disturbed ? "  DISTURBED" : "") +
+      (r.idleGaps ? "  IDLE-GAPS" : "") +
+      (Object.keys(r.tcp).length ? `  tcp ${Object.entries(r.tcp).map(([k, v]) => `${k.replace(/^TCP/, "")}+${v}`).join(" ")}` : "") +
       (r.non2xx ? `  NON-2xx ${r.non2xx}` : ""),
   );
 }
@@ -411,7 +439,7 @@ function printTable(title: string, latch: Agg | null, latchErr: string | null, h
   console.log(`\n${title}`);
   const head =
     `  ${pad("", 12, false)}${pad("req/s", 11)}${pad("p50 ms", 10)}${pad("p99 ms", 10)}${pad("CPU us/req", 12)}` +
-    (PIN ? pad("+softirq", 10) : "") + pad("disturbed", 11);
+    (PIN ? pad("+softirq", 10) : "") + pad("ctl us/req", 12) + pad("disturbed", 11);
   console.log(head);
   console.log("  " + "-".repeat(head.length - 2));
   const row = (name: string, a: Agg | null, err: string | null) =>
@@ -419,6 +447,7 @@ function printTable(title: string, latch: Agg | null, latchErr: string | null, h
       a
         ? `  ${pad(name, 12, false)}${pad(fInt(a.rps), 11)}${pad(f1(a.p50ms, 3), 10)}${pad(f1(a.p99ms, 3), 10)}${pad(a.cpuUsPerReq == null ? "-" : f1(a.cpuUsPerReq, 2), 12)}` +
           (PIN ? pad(a.cpuUsPerReq == null || a.softirqUsPerReq == null ? "-" : f1(a.cpuUsPerReq + a.softirqUsPerReq, 2), 10) : "") +
+          pad(f1(a.loadSideUsPerReq, 2), 12) +
           pad(`${a.disturbedRounds}/${a.rounds}`, 11)
         : `  ${pad(name, 12, false)}  not measured: ${(err ?? "").split("\n")[0]}`,
     );
@@ -426,12 +455,20 @@ function printTable(title: string, latch: Agg | null, latchErr: string | null, h
   row("HAProxy", hap, hapErr);
   console.log(
     `  ${pad("ratio L/H", 12, false)}${pad(ratio(latch?.rps, hap?.rps), 11)}${pad(ratio(latch?.p50ms, hap?.p50ms), 10)}${pad(ratio(latch?.p99ms, hap?.p99ms), 10)}${pad(ratio(latch?.cpuUsPerReq, hap?.cpuUsPerReq), 12)}` +
-      (PIN ? pad(ratio(withIrq(latch), withIrq(hap)), 10) : ""),
+      (PIN ? pad(ratio(withIrq(latch), withIrq(hap)), 10) : "") +
+      pad(ratio(latch?.loadSideUsPerReq, hap?.loadSideUsPerReq), 12),
   );
   if (direct) row("direct*", direct, null);
   for (const [n, a] of [["Latch", latch], ["HAProxy", hap]] as const) for (const e of a?.errors ?? []) console.log(`  ! ${n} ${e}`);
 }
 
+const idle = (rs: Round[] | undefined) => (rs ?? []).filter((r) => r.idleGaps).length;
+/** proxy CPU / load-side CPU per request, averaged over rounds: cancels machine-wide slowdowns (diagnostic only:
+ *  a slower proxy also lowers throughput, which raises the load side's per-request cost through less batching). */
+const normCpu = (rs: Round[] | undefined) =>
+  rs?.length && rs[0]!.cpuUsPerReq != null
+    ? rs.reduce((a, r) => a + r.cpuUsPerReq! / (r.backendCpuUsPerReq + r.wrkCpuUs / Math.max(1, r.requests)), 0) / rs.length
+    : null;
 const withIrq = (a: Agg | null) => (a?.cpuUsPerReq == null || a.softirqUsPerReq == null ? null : a.cpuUsPerReq + a.softirqUsPerReq);
 
 function targets(latch: Agg | null, hap: Agg | null) {
@@ -667,7 +704,10 @@ backend app
     const t = targets(la, ha);
     if (t && sc.key === "insert")
       console.log(
-        `  SPEC §9: req/s >= HAProxy ${t.rpsAtLeastHaproxy ? "PASS" : "FAIL"}; CPU/req <= HAProxy ${t.cpuPerReqAtMostHaproxy ? "PASS" : "FAIL"}; p99 <= 1.2x HAProxy ${t.p99AtMost1_2xHaproxy ? "PASS" : "FAIL"}`,
+        `  SPEC §9: req/s >= HAProxy ${t.rpsAtLeastHaproxy ? "PASS" : "FAIL"}; CPU/req <= HAProxy ${t.cpuPerReqAtMostHaproxy ? "PASS" : "FAIL"}; p99 <= 1.2x HAProxy ${t.p99AtMost1_2xHaproxy ? "PASS" : "FAIL"}` +
+          (la!.disturbedRounds + ha!.disturbedRounds + idle(per.Latch) + idle(per.HAProxy)
+            ? `\n  (not conclusive: ${la!.disturbedRounds + ha!.disturbedRounds} disturbed and ${idle(per.Latch) + idle(per.HAProxy)} idle-gap round(s); req/s and p99 move with the machine, CPU us/req much less)`
+            : ""),
       );
     results[sc.key] = {
       latch: la ? { ...la, perRound: per.Latch } : { error: errors.Latch },
@@ -680,6 +720,8 @@ backend app
               p50: la.p50ms / ha.p50ms,
               p99: la.p99ms / ha.p99ms,
               cpuUsPerReq: la.cpuUsPerReq != null && ha.cpuUsPerReq ? la.cpuUsPerReq / ha.cpuUsPerReq : null,
+              cpuUsPerReqWithSoftirq: withIrq(la) != null && withIrq(ha) ? withIrq(la)! / withIrq(ha)! : null,
+              cpuUsPerReqNormalisedByLoadSide: normCpu(per.Latch) != null && normCpu(per.HAProxy) ? normCpu(per.Latch)! / normCpu(per.HAProxy)! : null,
             }
           : null,
       spec9: t,
@@ -693,6 +735,8 @@ backend app
         ? `\n  +softirq = CPU us/req plus the irq/softirq time of CPU 0 per request (loopback TCP receive work that this kernel` +
           `\n  accounts to no process; with pinning it is caused by what the proxy sends, so it belongs to the proxy's cost).`
         : "") +
+      `\n  ctl us/req = backend + wrk CPU per request, the same work behind either proxy: when it moves, the machine (or the` +
+      `\n  batching at that throughput) moved too, and the proxies' CPU us/req of that round is suspect as well.` +
       `\n  busy = each CPU's busy share during the round (irq = its irq+softirq part); other = CPU used by tasks that are not` +
       `\n  proxy, backend or wrk (other sessions on this machine, daemons), in % of one CPU; a round with other > ${OTHER_LIMIT}% is` +
       `\n  DISTURBED and is repeated once (BENCH_RETRIES=${RETRIES} repeat(s) per run).`,

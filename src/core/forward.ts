@@ -33,6 +33,8 @@ export interface ListenerRt {
   limits: Limits;
   hostRouting: boolean;
   proto: "http" | "https";
+  /** a graceful stop is under way: answer what is in flight, keep nothing alive */
+  draining: boolean;
 }
 
 // pause reasons of a client socket
@@ -165,6 +167,23 @@ export class ClientConn implements Timed {
   }
 }
 
+/** Open client connections, for a graceful stop. */
+const openClients = new Set<ClientConn>();
+
+/**
+ * Graceful stop of these listeners: idle keep-alive connections close now; a connection
+ * with a request in flight gets its response (with `Connection: close`) and then closes.
+ */
+export function drainClients(listeners: readonly ListenerRt[]): void {
+  for (const l of listeners) l.draining = true;
+  for (const c of openClients) {
+    if (c.lst.draining && !c.busy && !c.closed) {
+      c.closing = true;
+      if (c.out === null) c.sock.end();
+    }
+  }
+}
+
 function onClientOpen(sock: Socket<ClientConn>): void {
   // data was set to the ListenerRt by Bun.listen; replace it with the connection
   const lst = sock.data as unknown as ListenerRt;
@@ -172,6 +191,7 @@ function onClientOpen(sock: Socket<ClientConn>): void {
   sock.data = c;
   counters.connections++;
   counters.connectionsOpen++;
+  openClients.add(c);
   c.deadline = clock.now + lst.limits.clientIdle;
   watch(c);
 }
@@ -210,7 +230,10 @@ function onClientDrain(sock: Socket<ClientConn>): void {
   }
   const u = c.up;
   if (u !== null && u.sock !== null) u.sock.resume();
-  else if (!c.busy && c.in !== null) processInput(c);
+  else if (!c.busy && c.in !== null) {
+    processInput(c);
+    closeIfEnded(c);
+  }
 }
 
 function onClientEnd(sock: Socket<ClientConn>): void {
@@ -229,6 +252,7 @@ function onClientClose(sock: Socket<ClientConn>): void {
   const c = sock.data;
   if (!(c instanceof ClientConn)) return;
   counters.connectionsOpen--;
+  openClients.delete(c);
   unwatch(c);
   c.closed = true;
   c.out = null;
@@ -650,7 +674,11 @@ export class UpstreamConn implements Timed {
     this.destroy();
     if (c === null) return;
     c.up = null;
-    if (this.resStarted || c.out !== null) {
+    if (c.out !== null) {
+      // the response is stuck on our side: the client stopped reading it
+      report("warn", `client ${c.ip} stopped reading the response from server ${this.server.id}, closing both`);
+      c.abort();
+    } else if (this.resStarted) {
       report("warn", `server ${this.server.id}: ${what} timeout mid-response, closing client ${c.ip}`);
       c.abort();
     } else c.fail(504, `server ${this.server.id} (${this.server.authority}): ${what} timeout`);
@@ -798,7 +826,8 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   else f.startClose();
   u.reusable = f.kind !== F_CLOSE && (h.minor >= 1 ? !h.connClose : h.connKeepAlive);
   // the client connection goes on only if both the client and the framing allow it
-  const keep = c.keepAlive && !c.clientEnded && f.kind !== F_CLOSE && c.reqBodyDone;
+  // (a client that sent FIN still gets answers to the pipelined requests it sent before)
+  const keep = c.keepAlive && !c.lst.draining && !(c.clientEnded && c.in === null) && f.kind !== F_CLOSE && c.reqBodyDone;
   c.keepAlive = keep;
 
   planReset();
@@ -931,7 +960,7 @@ function finishExchange(c: ClientConn, u: UpstreamConn): void {
     u.sock.resume();
     putIdle(u, poolIdle);
   } else u.destroy();
-  if (!c.keepAlive || c.clientEnded) {
+  if (!c.keepAlive || (c.clientEnded && c.in === null)) {
     c.closing = true;
     if (c.out === null) c.sock.end();
     return;
@@ -939,7 +968,18 @@ function finishExchange(c: ClientConn, u: UpstreamConn): void {
   c.deadline = clock.now + c.lst.limits.clientIdle;
   if (c.in !== null) {
     c.resume(P_PIPELINE);
-    if (c.out === null) processInput(c);
+    if (c.out === null) {
+      processInput(c);
+      closeIfEnded(c);
+    }
+  }
+}
+
+/** A client that sent FIN and has no complete request left can send nothing more: close. */
+function closeIfEnded(c: ClientConn): void {
+  if (c.clientEnded && !c.busy && !c.closed) {
+    c.closing = true;
+    if (c.out === null) c.sock.end();
   }
 }
 

@@ -3,7 +3,7 @@
 
 import type { TCPSocketListener } from "bun";
 import type { CompiledConfig, CompiledListener } from "./types.ts";
-import { clientHandlers, type ClientConn, type ListenerRt } from "./forward.ts";
+import { clientHandlers, drainClients, type ClientConn, type ListenerRt } from "./forward.ts";
 import { counters } from "./counters.ts";
 
 interface Bound {
@@ -17,6 +17,7 @@ function runtimeOf(l: CompiledListener, cfg: CompiledConfig): ListenerRt {
     limits: cfg.limits,
     hostRouting: l.routes.some((r) => r.host !== ""),
     proto: l.tls !== null ? "https" : "http",
+    draining: false,
   };
 }
 
@@ -86,7 +87,9 @@ export class Proxy {
   /** Stops accepting, waits for open connections to finish (at most `graceMs`), then closes the rest. */
   async stop(graceMs = 5000): Promise<void> {
     const servers = this.bound.map((b) => b.server);
+    const rts = this.bound.map((b) => b.rt);
     this.stopListening();
+    drainClients(rts);
     const until = Date.now() + graceMs;
     while (counters.connectionsOpen > 0 && Date.now() < until) await Bun.sleep(20);
     for (const s of servers) s.stop(true);

@@ -6,8 +6,9 @@
 
 import { afterEach, describe, expect, test } from "bun:test";
 import { freePort, reported, simpleConfig, startLatch, type Running } from "../helpers/latch.ts";
-import { RawClient, recordingBackend, request } from "../helpers/raw.ts";
+import { RawClient, recordingBackend, request, takeResponse } from "../helpers/raw.ts";
 import { ok, scriptedBackend } from "../helpers/backends.ts";
+import { sendThenHalfClose } from "../helpers/half-close.ts";
 
 // everything a test starts, stopped after it
 const cleanups: (() => unknown)[] = [];
@@ -113,6 +114,23 @@ describe("keep-alive", () => {
     expect(r.body.toString()).toBe("conn1");
     expect(b.requests.map((r) => `${r.conn}:${r.target}`)).toEqual(["0:/a", "0:/b", "1:/b"]);
     expect(c.closed).toBe(false);
+  });
+  test("a POST is never replayed: the same race gives 502, and the backend saw the POST once", async () => {
+    const b = scripted((req, sock) => {
+      if (req.n === 1) {
+        sock.end();
+        return null;
+      }
+      return ok(`conn${req.conn}`);
+    });
+    const l = latch(one(b.port));
+    const c = await client(l.port);
+    c.write(GET("/a"));
+    expect((await c.response()).body.toString()).toBe("conn0");
+    c.write("POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n100");
+    const r = await c.response();
+    expect(r.status).toBe(502);
+    expect(b.requests.filter((q) => q.method === "POST").length).toBe(1);
   });
 });
 
@@ -367,6 +385,8 @@ describe("headers", () => {
 });
 
 describe("routing", () => {
+  // order (compile.ts): exact hosts, then wildcards, then any host; the longest path within each;
+  // a host whose routes match no path falls through to the any-host routes
   test("by exact host, wildcard host and longest path prefix; 404 when nothing matches", async () => {
     const names = ["exact", "wild", "api", "apiv2", "static"] as const;
     const bs = Object.fromEntries(names.map((n) => [n, rec(n)])) as Record<(typeof names)[number], ReturnType<typeof rec>>;
@@ -384,6 +404,10 @@ bind = "127.0.0.1:0"
   [[listen.route]]
   host = "*.example.com"
   path = "/static"
+  backend = "static"
+  [[listen.route]]
+  host = "docs.test"
+  path = "/guide"
   backend = "static"
   [[listen.route]]
   path = "/api"
@@ -405,7 +429,10 @@ ${names.map(backend).join("\n")}
     expect(await to("example.com", "/static/app.js")).toBe("exact"); // the static route is for subdomains only
     expect(await to("other.org", "/api/users")).toBe("api");
     expect(await to("other.org", "/api/v2/users")).toBe("apiv2");
-    expect(await to("www.example.com", "/api/v2/x")).toBe("apiv2"); // the longest path wins over the host
+    expect(await to("www.example.com", "/api/v2/x")).toBe("wild"); // a host's own routes come first
+    expect(await to("docs.test", "/guide/intro")).toBe("static");
+    expect(await to("docs.test:8080", "/api/v2/x")).toBe("apiv2"); // no docs.test route matches: any-host routes
+    expect(await to("docs.test", "/")).toBe("404");
     expect(await to("example.org", "/")).toBe("404");
     expect(await to("notexample.com", "/")).toBe("404");
     const r = await request(l.port, GET("/", "nowhere.test"));
@@ -457,6 +484,42 @@ describe("connection management", () => {
     expect(await c.waitClosed()).toBe(true);
     // the backend connection stays pooled: the client's close is not the backend's business
     expect(b.requests[0].head).not.toMatch(/\r\nconnection:/i);
+  });
+
+  test("a client that half-closes after its request gets the response, then the close", async () => {
+    const b = rec("b");
+    const l = latch(one(b.port));
+    const { bytes, closed } = await sendThenHalfClose(l.port, GET("/fin"));
+    expect(closed).toBe(true);
+    expect(bytes.toString("latin1")).toBe("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Server: b\r\nConnection: close\r\n\r\nb");
+  });
+
+  test("pipelined requests followed by a half-close are all answered, in order, then the close", async () => {
+    const b = rec("x", ({ head }) => ok(`body of ${head.split(" ")[1]}`));
+    const l = latch(one(b.port));
+    const { bytes, closed } = await sendThenHalfClose(l.port, GET("/1") + GET("/2") + GET("/3"));
+    expect(closed).toBe(true);
+    let rest = bytes;
+    const got: string[] = [];
+    for (let r = takeResponse(rest); r !== null; r = takeResponse(rest)) {
+      got.push(`${r.res.body.toString()} ${r.res.get("connection") ?? "-"}`);
+      rest = r.rest;
+    }
+    expect(got).toEqual(["body of /1 -", "body of /2 -", "body of /3 close"]);
+    expect(rest.length).toBe(0);
+    expect(b.requests.length).toBe(3);
+  });
+
+  test("a half-close after a partial pipelined head: complete requests answered, the rest dropped", async () => {
+    const b = rec("b");
+    const l = latch(one(b.port));
+    const { bytes, closed } = await sendThenHalfClose(l.port, GET("/1") + "GET /2 HTTP/1.1\r\nHo");
+    expect(closed).toBe(true);
+    const r = takeResponse(bytes);
+    expect(r).not.toBeNull();
+    expect(r!.res.status).toBe(200);
+    expect(r!.rest.length).toBe(0);
+    expect(b.requests.length).toBe(1);
   });
 
   test("a backend answering Connection: close is not reused; the client connection goes on", async () => {

@@ -45,7 +45,7 @@ describe("chunked bodies", () => {
     const c = await client(l.port);
     const body = [
       "5;name=value\r\nhello\r\n",
-      "1a\r\n, world of chunked bytes!\r\n",
+      "19\r\n, world of chunked bytes!\r\n",
       "3;a;b=\"q\"\r\n\x00\xff\r\r\n",
       "0;last=1\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n",
     ];
@@ -74,7 +74,6 @@ describe("chunked bodies", () => {
       "E;x\r\n in\r\n\r\nchunks.\r\n",
       "0\r\nExpires: never\r\nX-Trailer: t\r\n\r\n",
     ];
-    let firstSeen = false;
     const b = scripted(async (_req, sock) => {
       sock.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Expires, X-Trailer\r\n\r\n");
       for (const p of parts) {
@@ -88,8 +87,7 @@ describe("chunked bodies", () => {
     c.write("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n");
     // the first chunk arrives before the backend has sent the rest
     await c.waitFor(() => c.buf.includes("wiki\r\n"));
-    firstSeen = !c.buf.includes("pedia");
-    expect(firstSeen).toBe(true);
+    expect(c.buf.includes("pedia")).toBe(false);
     await c.waitFor(() => c.buf.toString("latin1").endsWith("X-Trailer: t\r\n\r\n"));
     expect(c.buf.subarray(0, c.buf.indexOf("\r\n\r\n")).toString("latin1")).toBe(
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Expires, X-Trailer",

@@ -56,7 +56,7 @@ function splitStrict(buf: Buffer): { reqs: Seen[]; rest: Buffer } {
     if (cls.length === 1 && !/^\d+$/.test(cls[0]!)) throw new Error(`backend got Content-Length ${JSON.stringify(cls[0])}`);
     if (headers.filter(([k]) => k === "host").length > 1) throw new Error("backend got two Host headers");
     let q = he + 4;
-    let body = Buffer.alloc(0);
+    let body: Buffer = Buffer.alloc(0);
     if (tes.length > 0) {
       const codings = tes.join(",").split(",").map((s) => s.trim().toLowerCase());
       if (codings[codings.length - 1] !== "chunked" || codings.filter((c) => c === "chunked").length !== 1) {
@@ -371,6 +371,17 @@ const cases: Case[] = [
     name: "control: header count exactly max_headers (20)",
     script: [`GET /many HTTP/1.1\r\n${H}${hdrs(19)}\r\n`, 200],
     forwarded: ["GET /many"],
+  },
+  {
+    name: "control: Upgrade answered without 101: the next bytes are parsed as a request, not tunnelled",
+    script: [
+      `GET /ws HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      200,
+      `GET /next HTTP/1.1\r\n${H}\r\nPOST / HTTP/1.1\r\n${H}Content-Length: 1\r\nContent-Length: 2\r\n\r\nab${SMUGGLED}`,
+      200,
+      400,
+    ],
+    forwarded: ["GET /ws", "GET /next"],
   },
   {
     name: "control: head split in the middle of CRLFCRLF",
