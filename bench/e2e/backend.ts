@@ -89,4 +89,3 @@ const parent = process.ppid;
 setInterval(() => {
   if (process.ppid !== parent) process.exit(0);
 }, 500).unref?.();
-// keep the process alive even if unref is honoured: the listeners already do.

@@ -3,9 +3,9 @@
 // Hot path (lookup, store, their string forms, delete): synchronous, no allocation, no
 // closures, never throws.
 //
-// Layout. One preallocated Uint32Array, one record of `stride` words per slot, so a probe
+// Layout. One preallocated Int32Array, one record of `stride` words per slot, so a probe
 // touches one or two cache lines instead of one per field array:
-//   word 0   xxHash32 of the (truncated) key          compared first
+//   word 0   xxHash32 of the (truncated) key, | 0   compared first
 //   word 1   last seen, seconds since `epoch`        idle expiry and staleness
 //   word 2   (server + 1) | (keyLength << 16)          0 = empty slot
 //   word 3.. key bytes (a Uint8Array view of the same buffer), maxKeyLen rounded up to 4
@@ -31,8 +31,9 @@
 // stats.size counts occupied slots, including expired entries nobody has touched yet.
 //
 // Time. Callers pass whole seconds in any clock they like (clock.sec in the proxy); they are
-// stored relative to `epoch`, fixed at the first store as nowSec - 2^31, so 32 bits cover
-// 68 years either side of it. Fractions are dropped.
+// stored relative to `epoch`, fixed at the first store as nowSec - 2^30, so 31 bits cover
+// 34 years either side of it (and every stored time is a small int for the JIT). Fractions
+// are dropped.
 //
 // Keys. Keys longer than maxKeyLen are truncated to their first maxKeyLen bytes, as HAProxy
 // appsession's `len` does. String keys are taken as latin1 (each UTF-16 code unit <= 0xff is
@@ -54,8 +55,8 @@ export const PROBE = 32;
 export const MAX_SERVER = 0xfffe;
 /** Longest maxKeyLen accepted (the length field has 16 bits; nothing real needs more). */
 export const MAX_KEY_LEN = 4096;
-const HEADROOM = 2 ** 31;
-const T_MAX = 0xffffffff;
+const HEADROOM = 2 ** 30;
+const T_MAX = 0x7fffffff;
 
 export const SNAPSHOT_KIND = "latch-session-table";
 export const SNAPSHOT_VERSION = 1;
@@ -91,7 +92,7 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 /**
  * buf[start, start + len) equals the key stored from word `at` of `w` (bytes: `bytes`). Four
  * bytes per step against the table's aligned words (little-endian, as the Uint8Array view of a
- * Uint32Array is on every platform Bun runs on), then the tail byte by byte.
+ * Int32Array is on every platform Bun runs on), then the tail byte by byte.
  */
 function keyEq(w: Int32Array, bytes: Uint8Array, at: number, buf: Uint8Array, start: number, len: number): boolean {
   const whole = start + (len & ~3);
@@ -125,10 +126,10 @@ export class SessionTable {
     refused: 0,
   };
 
-  /** Records: `stride` words per slot (see the top of the file). */
-  private readonly words: Uint32Array;
-  /** The same records as int32 (key comparison) and as bytes (key storage). */
-  private readonly iwords: Int32Array;
+  /** Records: `stride` words per slot (see the top of the file); int32 so that every read
+   * stays a small integer in the JIT (hashes are stored as `h | 0`, times below 2^31). */
+  private readonly words: Int32Array;
+  /** Byte view of `words`, for the keys. */
   private readonly bytes: Uint8Array;
   private readonly stride: number;
   private readonly scale: number;
@@ -167,8 +168,7 @@ export class SessionTable {
     if (byteLen > 2 ** 32) {
       throw new RangeError(`SessionTable: ${capacity} entries of ${maxKeyLen} bytes need ${byteLen} bytes, over 4 GiB`);
     }
-    this.words = new Uint32Array(slots * this.stride);
-    this.iwords = new Int32Array(this.words.buffer);
+    this.words = new Int32Array(slots * this.stride);
     this.bytes = new Uint8Array(this.words.buffer);
     this.scale = slots / 4294967296;
     this.probe = Math.min(PROBE, slots);
@@ -188,16 +188,16 @@ export class SessionTable {
   lookup(buf: Uint8Array, start: number, end: number, nowSec: number): number {
     if (end - start > this.maxKeyLen) end = start + this.maxKeyLen;
     const len = end - start;
-    const h = hashKey(buf, start, end);
+    const h = hashKey(buf, start, end) | 0;
     const w = this.words;
     const S = this.stride;
     const n = this.slots;
-    let i = (h * this.scale) >>> 0;
+    let i = ((h >>> 0) * this.scale) >>> 0;
     for (let d = this.probe; d > 0; d--) {
       const b = i * S;
       const meta = w[b + 2]!;
       if (meta === 0) break;
-      if (w[b] === h && meta >>> 16 === len && keyEq(this.iwords, this.bytes, b + 3, buf, start, len)) {
+      if (w[b] === h && meta >>> 16 === len && keyEq(this.words, this.bytes, b + 3, buf, start, len)) {
         const now = nowSec - this.epoch;
         if (now - w[b + 1]! >= this.timeout) {
           this.stats.expirations++;
@@ -235,7 +235,7 @@ export class SessionTable {
     if (this.epoch !== this.epoch) this.epoch = Math.floor(nowSec) - HEADROOM;
     if (end - start > this.maxKeyLen) end = start + this.maxKeyLen;
     const now = nowSec - this.epoch;
-    this.put(buf, start, end - start, hashKey(buf, start, end), server, now < 0 ? 0 : now > T_MAX ? T_MAX : now, false);
+    this.put(buf, start, end - start, hashKey(buf, start, end) | 0, server, now < 0 ? 0 : now > T_MAX ? T_MAX : now, false);
   }
 
   storeString(key: string, server: number, nowSec: number): void {
@@ -247,16 +247,16 @@ export class SessionTable {
   delete(buf: Uint8Array, start: number, end: number): boolean {
     if (end - start > this.maxKeyLen) end = start + this.maxKeyLen;
     const len = end - start;
-    const h = hashKey(buf, start, end);
+    const h = hashKey(buf, start, end) | 0;
     const w = this.words;
     const S = this.stride;
     const n = this.slots;
-    let i = (h * this.scale) >>> 0;
+    let i = ((h >>> 0) * this.scale) >>> 0;
     for (let d = this.probe; d > 0; d--) {
       const b = i * S;
       const meta = w[b + 2]!;
       if (meta === 0) return false;
-      if (w[b] === h && meta >>> 16 === len && keyEq(this.iwords, this.bytes, b + 3, buf, start, len)) {
+      if (w[b] === h && meta >>> 16 === len && keyEq(this.words, this.bytes, b + 3, buf, start, len)) {
         this.removeAt(i);
         return true;
       }
@@ -420,7 +420,7 @@ export class SessionTable {
       }
       const len = key.length > this.maxKeyLen ? this.maxKeyLen : key.length;
       const t = seen - this.epoch;
-      this.put(key, 0, len, hashKey(key, 0, len), server, t < 0 ? 0 : t > T_MAX ? T_MAX : t, true);
+      this.put(key, 0, len, hashKey(key, 0, len) | 0, server, t < 0 ? 0 : t > T_MAX ? T_MAX : t, true);
       loaded++;
     }
     return { loaded, dropped };
@@ -441,7 +441,7 @@ export class SessionTable {
     const timeout = this.timeout;
     const stats = this.stats;
     const metaNew = (server + 1) | (len << 16);
-    const home = (h * this.scale) >>> 0;
+    const home = ((h >>> 0) * this.scale) >>> 0;
     let i = home;
     let d = 0;
     let empty = -1;
@@ -456,7 +456,7 @@ export class SessionTable {
         break;
       }
       const last = w[b + 1]!;
-      if (w[b] === h && meta >>> 16 === len && keyEq(this.iwords, this.bytes, b + 3, buf, start, len)) {
+      if (w[b] === h && meta >>> 16 === len && keyEq(this.words, this.bytes, b + 3, buf, start, len)) {
         if (now - last >= timeout) {
           stats.expirations++;
           stats.inserts++;
@@ -562,7 +562,7 @@ export class SessionTable {
       if (++j === n) j = 0;
       const bj = j * S;
       if (w[bj + 2] === 0) break;
-      const home = (w[bj]! * scale) >>> 0;
+      const home = ((w[bj]! >>> 0) * scale) >>> 0;
       // The entry at j may move to the hole at i when its home is not in (i, j] (cyclically).
       if (i <= j ? home <= i || home > j : home <= i && home > j) {
         w.copyWithin(i * S, bj, bj + S);
