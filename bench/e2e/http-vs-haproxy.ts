@@ -618,6 +618,10 @@ frontend fe
     default_backend app
 
 backend app
+    # the same request rewriting Latch does by default (forwarded_for = true)
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
     balance roundrobin
     cookie SRV insert indirect nocache
     server ap01 127.0.0.1:${pA} cookie ap01

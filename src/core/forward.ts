@@ -18,7 +18,7 @@ import {
   H_CONTENT_LOCATION, H_CACHE_CONTROL, M_HEAD, M_POST, M_GET, M_OPTIONS,
 } from "./h1-head.ts";
 import { Framing, FRAMING_ERROR, F_CLOSE } from "./h1-body.ts";
-import { planReset, planCut, planAdd, planAddAll, emit, CRLF } from "./splice.ts";
+import { planReset, planCut, planAdd, planAddAll, planEmpty, emit, CRLF } from "./splice.ts";
 import { findCookie, found, cookieCut, cut, checkValue, verdict, setCookieLine } from "./persist-insert.ts";
 import { chooseServer, hashKey, hashString } from "./balance.ts";
 import { matchRules, findHeader, ipBytes, startsWith } from "./rules.ts";
@@ -878,7 +878,8 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   if (bodyEnd === FRAMING_ERROR) return badGateway(c, u, "malformed chunked response body");
   u.resStarted = true;
   u.deadline = f.done ? 0 : clock.now + u.serverTimeout;
-  const out = emit(buf, end, end, bodyEnd);
+  // nothing to change (a persisted client, a plain backend): forward the bytes as they came
+  const out = planEmpty() && bodyEnd === buf.length ? buf : emit(buf, end, end, bodyEnd);
   if (!c.send(out) && u.sock !== null) u.sock.pause();
   if (f.done) {
     if (bodyEnd < buf.length) u.reusable = false; // the server sent more than one answer
