@@ -2,6 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { createHmac } from "node:crypto";
 import { buildRing } from "../core/balance.ts";
+import type { PrefixPersist, RewritePersist, TablePersist } from "../core/types.ts";
 import type { CompiledConfig, InsertPersist } from "../core/types.ts";
 import { ConfigError, type ConfigIssue, loadConfigText } from "./index.ts";
 
@@ -73,23 +74,9 @@ function expectOne(text: string, needle: string, path: string, message: string |
 }
 
 describe("features not available in this build are refused with their key and line", () => {
-  test.each([
-    ["prefix", ""],
-    ["rewrite", ""],
-    ["learn", "len = 32\nrequest_learn = true\ncapacity = 1000\nurl_param = \"PHPSESSID\"\nshared = \"redis://127.0.0.1:6379\""],
-    ["route", 'url_param = "jsessionid"'],
-  ])("persist mode %p (keys accepted by the schema)", (mode, keys) => {
-    const text = configWith({ PERSIST: keys }).replace('mode = "insert"', `mode = "${mode}"`);
-    expectOne(text, `mode = "${mode}"`, "backend.app.persist.mode", `persist.mode = "${mode}" is not available yet in this build`);
-  });
-
-  test.each([
-    ["source", 'timeout = "30m"'],
-    ["header", 'header = "X-Session-ID"\ntimeout = "30m"'],
-    ["param", 'url_param = "sid"'],
-  ])("persist mode %p (a mode without cookie)", (mode, keys) => {
-    const text = configWith({ PERSIST: keys }).replace('mode = "insert"\n  cookie = "SRV"', `mode = "${mode}"`);
-    expectOne(text, `mode = "${mode}"`, "backend.app.persist.mode", `persist.mode = "${mode}" is not available yet in this build`);
+  test("shared (Redis) learned tables", () => {
+    const text = configWith({ PERSIST: 'request_learn = true\nshared = "redis://127.0.0.1:6379"' }).replace('mode = "insert"', 'mode = "learn"');
+    expectOne(text, "shared", "backend.app.persist.shared", "shared tables (Redis) are not available yet in this build");
   });
 
   test("[session.NAME]", () => {
@@ -467,7 +454,7 @@ describe("a full config compiles to the expected snapshot", () => {
       c, c.limits, c.listeners, c.backends, c.admin!, c.log,
       ...c.listeners, ...c.listeners.map((l) => l.routes), ...c.listeners.flatMap((l) => l.routes),
       app, api, app.servers, ...app.servers, app.timeouts, app.balance, api.balance, app.persist!,
-      app.persist!.setCookieLine, app.ignorePersist, ...app.ignorePersist, app.ignorePersist[0]!.header!, app.forcePersist[0]!.cidr!,
+      (app.persist as InsertPersist).setCookieLine, app.ignorePersist, ...app.ignorePersist, app.ignorePersist[0]!.header!, app.forcePersist[0]!.cidr!,
     ];
     for (const o of frozen) expect(Object.isFrozen(o)).toBe(true);
     for (const s of app.servers) expect(Object.isFrozen(s.state)).toBe(false);
@@ -484,7 +471,7 @@ describe("a full config compiles to the expected snapshot", () => {
 describe("insert details", () => {
   test("dynamic_key: value is the first 16 chars of base64url(HMAC-SHA256(key, id))", () => {
     const c = load(configWith({ PERSIST: 'dynamic_key = "s3cret"' }));
-    const p = c.backends.get("app")!.persist!;
+    const p = c.backends.get("app")!.persist as InsertPersist;
     const want = (id: string) => createHmac("sha256", "s3cret").update(id).digest("base64url").slice(0, 16);
     expect(p.dynamic).toBe(true);
     expect(c.backends.get("app")!.servers.map((s) => s.cookieValue)).toEqual([want("ap01"), want("ap02")]);
@@ -500,13 +487,13 @@ describe("insert details", () => {
   });
 
   test("defaults: a session cookie with Path=/ and nothing else", () => {
-    const p = load(BASE).backends.get("app")!.persist!;
+    const p = load(BASE).backends.get("app")!.persist as InsertPersist;
     expect(p).toMatchObject({ attributes: "; Path=/", indirect: false, nocache: false, postonly: false, preserve: false, maxidle: 0, maxlife: 0, dynamic: false });
   });
 
   test("secure without samesite; samesite is written canonically", () => {
-    expect(load(configWith({ PERSIST: "secure = true" })).backends.get("app")!.persist!.attributes).toBe("; Path=/; Secure");
-    expect(load(configWith({ PERSIST: 'samesite = "STRICT"' })).backends.get("app")!.persist!.attributes).toBe("; Path=/; SameSite=Strict");
+    expect((load(configWith({ PERSIST: "secure = true" })).backends.get("app")!.persist as InsertPersist).attributes).toBe("; Path=/; Secure");
+    expect((load(configWith({ PERSIST: 'samesite = "STRICT"' })).backends.get("app")!.persist as InsertPersist).attributes).toBe("; Path=/; SameSite=Strict");
   });
 
   test("cookie hash balancing", () => {
@@ -536,5 +523,41 @@ describe("insert details", () => {
     a.servers[0]!.state.total = 5;
     expect(b.servers[0]!.state.total).toBe(0);
     expect(a.rr).not.toBe(b.rr);
+  });
+});
+
+describe("every persistence mode compiles", () => {
+  const withMode = (mode: string, keys: string, cookie = true) =>
+    configWith({ PERSIST: keys }).replace('mode = "insert"' + (cookie ? "" : '\n  cookie = "SRV"'), `mode = "${mode}"`);
+
+  test("prefix and rewrite: value maps and the bytes spliced per server", () => {
+    const pre = load(withMode("prefix", "")).backends.get("app")!.persist as PrefixPersist;
+    expect(pre.mode).toBe("prefix");
+    expect([...pre.byValue.entries()]).toEqual([["ap01", 0], ["ap02", 1]]);
+    expect(pre.prefixBytes.map((b) => Buffer.from(b).toString())).toEqual(["ap01~", "ap02~"]);
+    const rw = load(withMode("rewrite", "")).backends.get("app")!.persist as RewritePersist;
+    expect(rw.valueBytes.map((b) => Buffer.from(b).toString())).toEqual(["ap01", "ap02"]);
+  });
+
+  test("learn: table sized from capacity and len, timeout in seconds", () => {
+    const p = load(withMode("learn", 'len = 32\nrequest_learn = true\ncapacity = 1000\ntimeout = "10m"\nurl_param = "PHPSESSID"')).backends.get("app")!.persist as TablePersist;
+    expect(p).toMatchObject({ mode: "learn", len: 32, requestLearn: true, timeoutSec: 600 });
+    expect(Buffer.from(p.cookieBytes!).toString()).toBe("SRV");
+    expect(Buffer.from(p.urlParam!).toString()).toBe("PHPSESSID");
+    expect(p.table.capacity).toBe(1000);
+    expect(p.table.maxKeyLen).toBe(32);
+  });
+
+  test("source, header and param", () => {
+    expect(load(withMode("source", 'timeout = "5m"', false)).backends.get("app")!.persist).toMatchObject({ mode: "source", timeoutSec: 300, len: 64 });
+    const h = load(withMode("header", 'header = "X-Session-ID"', false)).backends.get("app")!.persist as TablePersist;
+    expect(Buffer.from(h.headerLower!).toString()).toBe("x-session-id");
+    const q = load(withMode("param", 'url_param = "sid"\ncookie = "io"', false)).backends.get("app")!.persist as TablePersist;
+    expect(Buffer.from(q.urlParam!).toString()).toBe("sid");
+    expect(Buffer.from(q.cookieBytes!).toString()).toBe("io");
+  });
+
+  test("route: servers without `route` take no part; none at all is an error", () => {
+    expectOne(withMode("route", 'url_param = "jsessionid"'), 'mode = "route"', "backend.app.persist.mode", /needs servers with a `route`/);
   });
 });

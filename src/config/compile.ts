@@ -12,6 +12,7 @@ import { createHmac } from "node:crypto";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { buildRing } from "../core/balance.ts";
+import { SessionTable } from "../core/session-table.ts";
 import type {
   BalanceAlgo,
   CompiledBackend,
@@ -20,6 +21,7 @@ import type {
   CompiledRoute,
   CompiledServer,
   InsertPersist,
+  Persist,
   PersistRule,
   ServerState,
 } from "../core/types.ts";
@@ -149,14 +151,10 @@ function compileBackend(name: string, b: BackendInput, path: KeyPath, fail: Fail
     else ids.set(s.id, i);
   });
 
-  let insert: InsertPersist | null = null;
+  const pin = b.persist;
   let values: string[] = b.server.map((s) => s.id);
-  if (b.persist !== undefined) {
-    if (b.persist.mode === "insert") {
-      values = cookieValues(b.persist, b.server);
-    } else {
-      fail([...path, "persist", "mode"], `persist.mode = "${b.persist.mode}" ${NOT_YET}`);
-    }
+  if (pin !== undefined && (pin.mode === "insert" || pin.mode === "prefix" || pin.mode === "rewrite")) {
+    values = cookieValues(pin, b.server);
   }
 
   const servers = b.server.map((s, i) => {
@@ -165,7 +163,59 @@ function compileBackend(name: string, b: BackendInput, path: KeyPath, fail: Fail
     return compileServer(s, i, addr ?? { host: "", port: 0, tls: false, authority: "" }, values[i]!);
   });
 
-  if (b.persist?.mode === "insert") insert = compileInsert(b.persist, b.server, values, path, fail);
+  let persist: Persist = null;
+  if (pin !== undefined) {
+    switch (pin.mode) {
+      case "insert":
+        persist = compileInsert(pin, b.server, values, path, fail);
+        break;
+      case "prefix":
+      case "rewrite": {
+        const byValue = valueMap(b.server, values, path, fail);
+        persist =
+          pin.mode === "prefix"
+            ? Object.freeze({ mode: "prefix", cookie: pin.cookie, cookieBytes: latin1(pin.cookie), byValue, prefixBytes: Object.freeze(values.map((v) => latin1(`${v}~`))) })
+            : Object.freeze({ mode: "rewrite", cookie: pin.cookie, cookieBytes: latin1(pin.cookie), byValue, valueBytes: Object.freeze(values.map((v) => latin1(v))) });
+        break;
+      }
+      case "route": {
+        const byRoute = new Map<string, number>();
+        b.server.forEach((s, i) => {
+          if (s.route === undefined) return;
+          const seen = byRoute.get(s.route);
+          if (seen !== undefined) fail([...path, "server", i, "route"], `route "${s.route}" is also used by server "${b.server[seen]!.id}"`);
+          else byRoute.set(s.route, i);
+        });
+        if (byRoute.size === 0) fail([...path, "persist", "mode"], `mode = "route" needs servers with a \`route\` (Apache route=, Tomcat jvmRoute)`);
+        persist = Object.freeze({
+          mode: "route",
+          cookie: pin.cookie,
+          cookieBytes: latin1(pin.cookie),
+          urlParam: pin.url_param === undefined ? null : latin1(pin.url_param),
+          byRoute,
+        });
+        break;
+      }
+      default: {
+        if (pin.shared !== undefined) fail([...path, "persist", "shared"], `shared tables (Redis) ${ARE_NOT_YET}`);
+        const cookie = pin.mode === "learn" || pin.mode === "param" ? pin.cookie : undefined;
+        const header = pin.mode === "header" || pin.mode === "param" ? pin.header : undefined;
+        const urlParam = pin.mode === "learn" || pin.mode === "param" ? pin.url_param : undefined;
+        const timeoutSec = Math.ceil(pin.timeout / 1000);
+        persist = Object.freeze({
+          mode: pin.mode,
+          cookieBytes: cookie === undefined ? null : latin1(cookie),
+          headerLower: header === undefined ? null : latin1(header.toLowerCase()),
+          urlParam: urlParam === undefined ? null : latin1(urlParam),
+          requestLearn: pin.mode === "learn" ? pin.request_learn : true,
+          len: pin.len,
+          timeoutSec,
+          // the table is runtime state: typed arrays reserved now, touched (and so paid for) as it fills
+          table: new SessionTable({ capacity: pin.capacity, maxKeyLen: pin.len, timeoutSec }),
+        });
+      }
+    }
+  }
 
   if (b.health !== undefined) fail([...path, "health"], `[backend.${name}.health]: active health checks ${ARE_NOT_YET}`);
 
@@ -188,7 +238,7 @@ function compileBackend(name: string, b: BackendInput, path: KeyPath, fail: Fail
       queue: b.timeout.queue,
       poolIdle: b.timeout.pool_idle,
     }),
-    persist: insert,
+    persist,
     ignorePersist: rules(b.ignore_persist, "ignore_persist"),
     forcePersist: rules(b.force_persist, "force_persist"),
     servers: Object.freeze(servers),
@@ -246,8 +296,8 @@ const COOKIE_VALUE = /^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7b\x7d]+$/;
  * dynamic_key is set, else its id. An explicit `cookie` wins over the hash as in HAProxy
  * (SRV_F_COOKIESET: "this server has a cookie configured, so don't generate dynamic cookies").
  */
-function cookieValues(p: Extract<PersistInput, { mode: "insert" }>, servers: readonly ServerInput[]): string[] {
-  const key = p.dynamic_key;
+function cookieValues(p: Extract<PersistInput, { mode: "insert" | "prefix" | "rewrite" }>, servers: readonly ServerInput[]): string[] {
+  const key = p.mode === "insert" ? p.dynamic_key : undefined;
   // HAProxy's dynamic-cookie-key: the value says which server without naming it.
   // 16 base64url characters = 96 bits, plenty to keep a handful of servers apart.
   return servers.map((s) => s.cookie ?? (key === undefined ? s.id : createHmac("sha256", key).update(s.id).digest("base64url").slice(0, 16)));
@@ -270,6 +320,28 @@ function compileInsert(
   if (p.secure || samesite === "None") attributes += "; Secure";
   if (samesite !== undefined) attributes += `; SameSite=${samesite}`;
 
+  const byValue = valueMap(servers, values, backendPath, fail);
+
+  const setCookieLine = Object.freeze(values.map((value) => latin1(`Set-Cookie: ${p.cookie}=${value}${attributes}\r\n`)));
+  return Object.freeze({
+    mode: "insert",
+    cookie: p.cookie,
+    cookieBytes: latin1(p.cookie),
+    indirect: p.indirect,
+    nocache: p.nocache,
+    postonly: p.postonly,
+    preserve: p.preserve,
+    attributes,
+    maxidle: p.maxidle,
+    maxlife: p.maxlife,
+    dynamic: p.dynamic_key !== undefined,
+    byValue,
+    setCookieLine,
+  });
+}
+
+/** cookie value -> server index, refusing values a cookie cannot carry and values shared by two servers */
+function valueMap(servers: readonly ServerInput[], values: readonly string[], backendPath: KeyPath, fail: Fail): Map<string, number> {
   const byValue = new Map<string, number>();
   values.forEach((value, i) => {
     const s = servers[i]!;
@@ -288,22 +360,7 @@ function compileInsert(
     byValue.set(value, i);
   });
 
-  const setCookieLine = Object.freeze(values.map((value) => latin1(`Set-Cookie: ${p.cookie}=${value}${attributes}\r\n`)));
-  return Object.freeze({
-    mode: "insert",
-    cookie: p.cookie,
-    cookieBytes: latin1(p.cookie),
-    indirect: p.indirect,
-    nocache: p.nocache,
-    postonly: p.postonly,
-    preserve: p.preserve,
-    attributes,
-    maxidle: p.maxidle,
-    maxlife: p.maxlife,
-    dynamic: p.dynamic_key !== undefined,
-    byValue,
-    setCookieLine,
-  });
+  return byValue;
 }
 
 function canonicalSameSite(s: string): "Lax" | "Strict" | "None" {

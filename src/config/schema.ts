@@ -192,6 +192,7 @@ const serverTable = table({
 // reported as unknown for this one instead of being ignored.
 const cookieName = () => token("cookie name");
 const tableKeys = {
+  len: v.optional(int(1, 4096), 64),
   timeout: v.optional(duration(), "30m"),
   capacity: v.optional(int(1, 100_000_000), 1_000_000),
   shared: v.optional(nonEmpty()),
@@ -239,7 +240,6 @@ const persistTable = v.variant(
       {
         mode: v.literal("learn"),
         cookie: cookieName(),
-        len: v.optional(int(1, 4096)),
         request_learn: v.optional(bool(), false),
         url_param: v.optional(nonEmpty()),
         ...tableKeys,
@@ -249,7 +249,16 @@ const persistTable = v.variant(
     table({ mode: v.literal("route"), cookie: cookieName(), url_param: v.optional(nonEmpty()) }, ' for mode = "route"'),
     table({ mode: v.literal("source"), ...tableKeys }, ' for mode = "source"'),
     table({ mode: v.literal("header"), header: token("header name"), ...tableKeys }, ' for mode = "header"'),
-    table({ mode: v.literal("param"), url_param: nonEmpty(), ...tableKeys }, ' for mode = "param"'),
+    table(
+      {
+        mode: v.literal("param"),
+        url_param: nonEmpty(),
+        cookie: v.optional(cookieName()),
+        header: v.optional(token("header name")),
+        ...tableKeys,
+      },
+      ' for mode = "param"',
+    ),
   ],
   (i) => {
     const last = i.path?.[i.path.length - 1];

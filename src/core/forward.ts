@@ -10,18 +10,22 @@
 // meanwhile, so memory stays bounded whatever the peers' speeds.
 
 import type { Socket, SocketHandler } from "bun";
-import type { CompiledBackend, CompiledListener, CompiledRoute, CompiledServer, Limits } from "./types.ts";
+import type { CompiledBackend, CompiledListener, CompiledRoute, CompiledServer, Limits, TablePersist } from "./types.ts";
 import {
-  Head, findHeadEnd, hasBareLineBreak, parseRequestHead, parseResponseHead,
+  Head, H_OTHER, eqLower, findHeadEnd, hasBareLineBreak, parseRequestHead, parseResponseHead,
   H_DROP, H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_UPGRADE, H_PROXY_AUTHORIZATION,
   H_X_FORWARDED_PROTO, H_X_FORWARDED_HOST, H_HOST, H_COOKIE, H_SET_COOKIE, H_LOCATION,
   H_CONTENT_LOCATION, H_CACHE_CONTROL, M_HEAD, M_POST, M_GET, M_OPTIONS,
 } from "./h1-head.ts";
 import { Framing, FRAMING_ERROR, F_CLOSE } from "./h1-body.ts";
 import { planReset, planCut, planAdd, planAddAll, planEmpty, emit, CRLF } from "./splice.ts";
-import { findCookie, found, cookieCut, cut, checkValue, verdict, setCookieLine } from "./persist-insert.ts";
+import { findCookie, found, setCookieLine } from "./persist-insert.ts";
+import {
+  pd, persistRequest, persistLearn, needsLearn, persistSetCookie, setCookieName,
+  persistResponseHeader, learnHeaderName,
+} from "./persist.ts";
 import { chooseServer, hashKey, hashString } from "./balance.ts";
-import { matchRules, findHeader, ipBytes, startsWith } from "./rules.ts";
+import { findHeader, ipBytes, startsWith } from "./rules.ts";
 import { clock, watch, unwatch, type Timed } from "./clock.ts";
 import { errorResponse } from "./errors.ts";
 import { counters } from "./counters.ts";
@@ -412,41 +416,13 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
 
   // --- persistence, then balancing
   let server: CompiledServer | null = null;
-  let insert = false;
-  let insertFirst = clock.sec;
-  let cookieCutS = -1, cookieCutE = -1, cookieHdr = -1;
   if (p !== null) {
-    const ignored = b.ignorePersist.length > 0 && matchRules(b.ignorePersist, buf, h, pathStart, c);
-    if (!ignored) {
-      let valid = false;
-      if (findCookie(buf, h, p.cookieBytes)) {
-        if (p.indirect) {
-          cookieCut(buf, h);
-          cookieHdr = found.header;
-          cookieCutS = cut.s;
-          cookieCutE = cut.e;
-        }
-        checkValue(p, buf, found.valS, found.valE, clock.sec);
-        if (verdict.server >= 0) {
-          const s = b.servers[verdict.server];
-          const st = s.state;
-          const force = b.forcePersist.length > 0 && matchRules(b.forcePersist, buf, h, pathStart, c);
-          if ((st.up && st.admin !== "maint") || force) {
-            server = s;
-            valid = true;
-            insertFirst = verdict.first;
-            counters.persistHits++;
-          } else if (b.failover === "strict") {
-            c.fail(503, `persisted server ${s.id} is ${st.up ? st.admin : "down"} (failover = strict)`);
-            return;
-          } else counters.persistRedispatch++;
-        } else if (b.failover === "strict" && !p.dynamic && !(p.maxidle > 0 || p.maxlife > 0)) {
-          c.fail(503, "persistence cookie names no known server (failover = strict)");
-          return;
-        }
-      }
-      insert = (!valid || verdict.refresh) && (!p.postonly || h.method === M_POST);
+    persistRequest(c, b, buf, h, pathStart, clock.sec);
+    if (pd.fail !== "") {
+      c.fail(503, pd.fail);
+      return;
     }
+    server = pd.server;
   }
   if (server === null) {
     server = chooseServer(b, b.hashBalance ? balanceKey(c, b, buf, h) : -1, -1);
@@ -455,7 +431,9 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
       c.fail(503, `backend ${b.name}: no server available`);
       return;
     }
+    if (p !== null && needsLearn()) persistLearn(b, server, buf, c.ip, clock.sec);
   }
+  const cutHdr = p !== null ? pd.cutHdr : -1;
 
   // --- rewrite the request head
   planReset();
@@ -479,7 +457,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
         if (!route.preserveHost) planCut(h.ns[k], h.le[k], server.hostLine);
         break;
       case H_COOKIE:
-        if (k === cookieHdr) planCut(cookieCutS, cookieCutE, null);
+        if (k === cutHdr) planCut(pd.cutS, pd.cutE, null);
         break;
     }
   }
@@ -510,7 +488,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   c.minor = h.minor;
   c.isHead = h.method === M_HEAD;
   c.keepAlive = h.minor >= 1 ? !h.connClose : h.connKeepAlive;
-  c.insertFirst = insert ? insertFirst : -1;
+  c.insertFirst = p !== null && pd.insert ? pd.insertFirst : -1;
   c.reqBuf = buf;
   c.hostS = h.host >= 0 ? h.vs[h.host] : 0;
   c.hostE = h.host >= 0 ? h.ve[h.host] : 0;
@@ -833,6 +811,8 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   planReset();
   let backendSetsCookie = false;
   let cacheable = true;
+  const scName = setCookieName(p);
+  const learnHdr = learnHeaderName(p);
   for (let k = 0; k < h.count; k++) {
     switch (h.id[k]) {
       case H_DROP:
@@ -844,10 +824,12 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
         planCut(h.ns[k], h.le[k], null);
         break;
       case H_SET_COOKIE:
-        if (p !== null && setCookieNames(buf, h.vs[k], h.ve[k], p.cookieBytes)) {
-          if (p.preserve) backendSetsCookie = true;
-          else planCut(h.ns[k], h.le[k], null); // ours replaces the server's (HAProxy insert without preserve)
+        if (scName !== null && setCookieNames(buf, h.vs[k], h.ve[k], scName)) {
+          if (persistSetCookie(p!, c.server!, buf, h, k, scName.length, clock.sec)) backendSetsCookie = true;
         }
+        break;
+      case H_OTHER:
+        if (learnHdr !== null && eqLower(buf, h.ns[k], h.ne[k], learnHdr)) persistResponseHeader(p as TablePersist, c.server!, buf, h, k, clock.sec);
         break;
       case H_LOCATION:
       case H_CONTENT_LOCATION:
@@ -865,7 +847,7 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
       }
     }
   }
-  if (p !== null && c.insertFirst >= 0 && !backendSetsCookie) {
+  if (p !== null && p.mode === "insert" && c.insertFirst >= 0 && !backendSetsCookie) {
     planAddAll(setCookieLine(p, b, c.server!.index, clock.sec, c.insertFirst));
     counters.persistInserts++;
     if (p.nocache && cacheable) planAddAll(CC_PRIVATE);

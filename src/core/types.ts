@@ -3,6 +3,8 @@
 // builds a new one and swaps the reference. Nothing here is parsed per request: byte
 // needles, Set-Cookie lines and hash rings are prepared at compile time.
 
+import type { SessionTable } from "./session-table.ts";
+
 /** Durations are milliseconds, sizes are bytes, everywhere in the snapshot. */
 export type Ms = number;
 
@@ -93,7 +95,53 @@ export interface InsertPersist {
   readonly setCookieLine: readonly Uint8Array[];
 }
 
-export type Persist = InsertPersist | null;
+/** prefix (HAProxy `cookie NAME prefix`): the backend's NAME=xyz travels as NAME=<server>~xyz */
+export interface PrefixPersist {
+  readonly mode: "prefix";
+  readonly cookie: string;
+  readonly cookieBytes: Uint8Array;
+  readonly byValue: ReadonlyMap<string, number>;
+  /** "<cookieValue>~" per server, spliced in front of the application's value */
+  readonly prefixBytes: readonly Uint8Array[];
+}
+
+/** rewrite (HAProxy `cookie NAME rewrite`): the backend's NAME=anything becomes NAME=<server> */
+export interface RewritePersist {
+  readonly mode: "rewrite";
+  readonly cookie: string;
+  readonly cookieBytes: Uint8Array;
+  readonly byValue: ReadonlyMap<string, number>;
+  readonly valueBytes: readonly Uint8Array[];
+}
+
+/** route (Apache stickysession with member route=): route = the part after the last "." */
+export interface RoutePersist {
+  readonly mode: "route";
+  readonly cookie: string;
+  readonly cookieBytes: Uint8Array;
+  readonly urlParam: Uint8Array | null;
+  readonly byRoute: ReadonlyMap<string, number>;
+}
+
+/** The modes that learn key -> server in a SessionTable (typed arrays, preallocated). */
+export interface TablePersist {
+  readonly mode: "learn" | "source" | "header" | "param";
+  /** learn: the application's session cookie; param: a cookie the backend sets (optional) */
+  readonly cookieBytes: Uint8Array | null;
+  /** header: the request header; header/param: also a response header the backend sets */
+  readonly headerLower: Uint8Array | null;
+  /** learn/param: `;name=value` path parameter and `?name=value` query parameter */
+  readonly urlParam: Uint8Array | null;
+  /** learn: also learn from request cookies the table has not seen */
+  readonly requestLearn: boolean;
+  /** key bytes kept (HAProxy appsession `len`) */
+  readonly len: number;
+  readonly timeoutSec: number;
+  /** mutable runtime state, created once per compile and carried over on reload */
+  readonly table: SessionTable;
+}
+
+export type Persist = InsertPersist | PrefixPersist | RewritePersist | RoutePersist | TablePersist | null;
 
 export interface CompiledBackend {
   readonly name: string;
