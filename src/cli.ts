@@ -6,6 +6,7 @@ import { Proxy } from "./core/proxy.ts";
 import { setReporter } from "./core/report.ts";
 import { ConfigError, loadConfigFile, loadConfigText, demoConfigText } from "./config/index.ts";
 import { startDemoBackends } from "./demo/backends.ts";
+import { carryTables, loadTables, saveTables, startPeriodicSaves } from "./state/table-snapshots.ts";
 import type { CompiledConfig } from "./core/types.ts";
 import pkg from "../package.json" with { type: "json" };
 
@@ -36,6 +37,7 @@ function loadOrExit(path: string): CompiledConfig {
 function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => void = () => {}): Proxy {
   setReporter(log);
   const proxy = new Proxy(cfg);
+  loadTables(cfg, log); // learned sessions from the last run (seeds/003), before any request
   try {
     proxy.start();
   } catch (e) {
@@ -44,10 +46,20 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
   }
   const ports = proxy.ports();
   for (const l of cfg.listeners) log("info", `listening ${l.name} on ${l.tls ? "https" : "http"}://${l.host}:${ports[l.name]}`);
+  let stopSaves = startPeriodicSaves(() => proxy.config, cfg.snapshotInterval, log);
   if (reloadFrom !== null) {
     process.on("SIGHUP", () => {
       try {
-        proxy.reload(loadConfigFile(reloadFrom));
+        const next = loadConfigFile(reloadFrom);
+        const old = proxy.config;
+        // all synchronous: no request changes the old tables between the save and the swap
+        saveTables(old, log);
+        carryTables(old, next, log);
+        proxy.reload(next);
+        if (next.snapshotInterval !== old.snapshotInterval) {
+          stopSaves();
+          stopSaves = startPeriodicSaves(() => proxy.config, next.snapshotInterval, log);
+        }
         log("info", `reloaded ${reloadFrom}`);
       } catch (e) {
         log("error", `reload failed, keeping the running configuration: ${(e as Error).message}`);
@@ -60,6 +72,10 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
     stopping = true;
     log("info", "stopping: no new connections, finishing the ones in flight");
     await proxy.stop(5000);
+    stopSaves();
+    // nothing is learned any more: the last word on disk
+    const saved = saveTables(proxy.config, log);
+    if (saved > 0) log("info", `state: saved ${saved} learned table${saved === 1 ? "" : "s"} to ${proxy.config.stateDir}`);
     onStop();
     process.exit(0);
   };

@@ -98,14 +98,18 @@ update_header = "X-Replace-Session"
     expectOne(text, 'session = "main"', "listen[0].route[0].session", 'session = "main" is not available yet in this build (proxy-managed sessions)');
   });
 
-  test("route set_headers", () => {
-    const text = configWith({ ROUTE: 'set_headers = { "X-Session-ID" = "cookie:SESSIONID" }' });
-    expectOne(text, "set_headers", "listen[0].route[0].set_headers", "set_headers is not available yet in this build");
-  });
-
-  test("route websocket", () => {
-    const text = configWith({ ROUTE: 'websocket = { origins = ["https://example.com"], max_per_client = 20 }' });
-    expectOne(text, "websocket", "listen[0].route[0].websocket", "websocket options are not available yet in this build");
+  test("route set_headers / remove_headers / websocket compile", () => {
+    const text = configWith({
+      ROUTE: 'set_headers = { "X-Session-ID" = "cookie:SESSIONID", "X-Env" = "prod" }\nremove_headers = ["X-Debug"]\nwebsocket = { origins = ["https://Example.com"], max_per_client = 20 }',
+    });
+    const r = load(text).listeners[0]!.routes[0]!;
+    expect(r.headerRules.map((h) => [Buffer.from(h.nameLower).toString(), h.prefix && Buffer.from(h.prefix).toString(), h.literal && Buffer.from(h.literal).toString(), h.cookie && Buffer.from(h.cookie).toString()])).toEqual([
+      ["x-session-id", "X-Session-ID: ", null, "SESSIONID"],
+      ["x-env", "X-Env: ", "prod", null],
+      ["x-debug", null, null, null],
+    ]);
+    expect(r.websocket).toEqual({ enabled: true, origins: ["https://example.com"], maxPerClient: 20 });
+    expectOne(configWith({ ROUTE: 'set_headers = { "X-A" = "cookie:bad name" }' }), "set_headers", 'listen[0].route[0].set_headers.X-A', /after "cookie:" comes a cookie name/);
   });
 
   test("[backend.NAME.health]", () => {
@@ -353,7 +357,7 @@ describe("a full config compiles to the expected snapshot", () => {
     expect(c.source).toBe("full.toml");
     expect(c.workers).toBe(1);
     expect(c.stateDir).toBe("/etc/latch/state");
-    expect(c.limits).toEqual({ maxHeadBytes: 16384, maxUrlBytes: 4096, maxHeaders: 50, clientIdle: 30_000, clientHead: 5000 });
+    expect(c.limits).toEqual({ maxHeadBytes: 16384, maxUrlBytes: 4096, maxHeaders: 50, clientIdle: 30_000, clientHead: 5000, maxTunnels: 0 });
     expect(c.admin).toEqual({ host: "127.0.0.1", port: 9090, token: "t0k" });
     expect(c.log).toEqual({ access: true, format: "json" });
     expect([...c.backends.keys()]).toEqual(["app", "api"]);
@@ -506,7 +510,7 @@ describe("insert details", () => {
     const c = load(BASE);
     expect(c.workers).toBe(1);
     expect(c.stateDir).toBe("/etc/latch/.latch");
-    expect(c.limits).toEqual({ maxHeadBytes: 32768, maxUrlBytes: 8192, maxHeaders: 100, clientIdle: 60_000, clientHead: 10_000 });
+    expect(c.limits).toEqual({ maxHeadBytes: 32768, maxUrlBytes: 8192, maxHeaders: 100, clientIdle: 60_000, clientHead: 10_000, maxTunnels: 0 });
     expect(c.admin).toBeNull();
     expect(c.log).toEqual({ access: false, format: "combined" });
     const b = c.backends.get("app")!;

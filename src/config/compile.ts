@@ -20,6 +20,7 @@ import type {
   CompiledListener,
   CompiledRoute,
   CompiledServer,
+  HeaderRule,
   InsertPersist,
   Persist,
   PersistRule,
@@ -104,12 +105,14 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
     source: ctx.source,
     workers,
     stateDir: resolve(ctx.baseDir, g.state_dir),
+    snapshotInterval: g.snapshot_interval,
     limits: Object.freeze({
       maxHeadBytes: g.max_head_size,
       maxUrlBytes: g.max_url_size,
       maxHeaders: g.max_headers,
       clientIdle: g.timeout.client,
       clientHead: g.timeout.head,
+      maxTunnels: g.max_tunnels,
     }),
     listeners: Object.freeze(listeners),
     // Freezing a Map does not stop set(); the core only gets it as ReadonlyMap.
@@ -449,8 +452,35 @@ function compileRoute(
   const backend = backends.get(r.backend);
   if (backend === undefined) fail([...path, "backend"], `no backend named "${r.backend}"`);
   if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}" ${NOT_YET} (proxy-managed sessions)`);
-  if (r.set_headers !== undefined) fail([...path, "set_headers"], `set_headers ${NOT_YET}`);
-  if (r.websocket !== undefined) fail([...path, "websocket"], `websocket options ${ARE_NOT_YET}`);
+  const headerRules: HeaderRule[] = [];
+  for (const [name, value] of Object.entries(r.set_headers ?? {})) {
+    const cookie = /^cookie:(.*)$/.exec(value);
+    if (cookie !== null && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(cookie[1]!)) {
+      fail([...path, "set_headers", name], `"${value}": after "cookie:" comes a cookie name`);
+      continue;
+    }
+    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) {
+      fail([...path, "set_headers", name], "a header value cannot hold control characters");
+      continue;
+    }
+    headerRules.push(
+      Object.freeze({
+        nameLower: latin1(name.toLowerCase()),
+        prefix: latin1(`${name}: `),
+        literal: cookie === null ? latin1(value) : null,
+        cookie: cookie === null ? null : latin1(cookie[1]!),
+      }),
+    );
+  }
+  for (const name of r.remove_headers ?? []) {
+    headerRules.push(Object.freeze({ nameLower: latin1(name.toLowerCase()), prefix: null, literal: null, cookie: null }));
+  }
+  const ws = r.websocket;
+  const websocket = Object.freeze({
+    enabled: ws?.enabled ?? true,
+    origins: ws?.origins === undefined ? null : Object.freeze(ws.origins.map((o) => o.toLowerCase())),
+    maxPerClient: ws?.max_per_client ?? 0,
+  });
   if (host === null || backend === undefined) return null;
   return Object.freeze({
     host: host.host,
@@ -459,6 +489,8 @@ function compileRoute(
     pathBytes: utf8(r.path),
     backend,
     preserveHost: r.preserve_host,
+    headerRules: Object.freeze(headerRules),
+    websocket,
   });
 }
 

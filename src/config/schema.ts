@@ -125,9 +125,13 @@ const globalTable = table({
     1,
   ),
   state_dir: v.optional(nonEmpty(), ".latch"),
+  /** learned tables are saved to state_dir this often; "0s": only on stop and reload */
+  snapshot_interval: v.optional(duration(), "60s"),
   max_head_size: v.optional(size(), "32KB"),
   max_url_size: v.optional(size(), "8KB"),
   max_headers: v.optional(int(1, 10_000), 100),
+  /** concurrent WebSocket/Upgrade tunnels in this process; beyond it 503 (0 = no limit) */
+  max_tunnels: v.optional(int(0), 0),
   timeout: v.optional(
     table({
       client: v.optional(duration(), "60s"),
@@ -158,10 +162,12 @@ const routeTable = table({
   // accepted now, compiled later (see compile.ts)
   session: v.optional(nonEmpty()),
   set_headers: v.optional(v.record(token("header name"), str(), (i) => `expected a table, got ${got(i)}`)),
+  remove_headers: v.optional(v.array(token("header name"), (i) => `expected an array of header names, got ${got(i)}`)),
   websocket: v.optional(
     table({
+      enabled: v.optional(bool(), true),
       origins: v.optional(v.array(nonEmpty(), (i) => `expected an array of strings, got ${got(i)}`)),
-      max_per_client: v.optional(int(1)),
+      max_per_client: v.optional(int(0), 0),
     }),
   ),
 });

@@ -17,4 +17,8 @@ export const counters = {
   persistHits: 0, // requests routed by a valid persistence cookie
   persistInserts: 0, // Set-Cookie lines inserted
   persistRedispatch: 0, // persisted server unusable, chose another
+  tunnels: 0, // WebSocket tunnels established
+  tunnelsOpen: 0,
+  tunnelsRefused: 0, // 503: tunnel limits
+  tunnelTimeouts: 0,
 };

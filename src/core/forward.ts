@@ -10,7 +10,7 @@
 // meanwhile, so memory stays bounded whatever the peers' speeds.
 
 import type { Socket, SocketHandler } from "bun";
-import type { CompiledBackend, CompiledListener, CompiledRoute, CompiledServer, Limits, TablePersist } from "./types.ts";
+import type { CompiledBackend, CompiledListener, CompiledRoute, CompiledServer, HeaderRule, Limits, TablePersist } from "./types.ts";
 import {
   Head, H_OTHER, eqLower, findHeadEnd, hasBareLineBreak, parseRequestHead, parseResponseHead,
   H_DROP, H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_UPGRADE, H_PROXY_AUTHORIZATION,
@@ -57,6 +57,14 @@ const CC_PRIVATE = Buffer.from("Cache-Control: private\r\n");
 const NEEDLE_PRIVATE = Buffer.from("private");
 const NEEDLE_NO_STORE = Buffer.from("no-store");
 const NEEDLE_NO_CACHE = Buffer.from("no-cache");
+const N_SEC_WS_KEY = Buffer.from("sec-websocket-key");
+const N_SEC_WS_ACCEPT = Buffer.from("sec-websocket-accept");
+const N_ORIGIN = Buffer.from("origin");
+const T_WEBSOCKET = Buffer.from("websocket");
+const CONN_UPGRADE = Buffer.from("Connection: Upgrade\r\n");
+
+/** open tunnels per client address, for websocket.max_per_client */
+const tunnelsPerIp = new Map<string, number>();
 
 // ------------------------------------------------------------------------------------
 // Client side
@@ -82,6 +90,10 @@ export class ClientConn implements Timed {
   closing = false; // end the connection once `out` is flushed
   closed = false;
   clientEnded = false; // the client sent FIN
+  /** the request in flight asks for a WebSocket upgrade */
+  upgrade = false;
+  /** after 101: both sockets are a byte pipe */
+  tunnel = false;
   deadline = 0;
   // --- the request in flight, kept for its response
   route: CompiledRoute | null = null;
@@ -203,6 +215,14 @@ function onClientOpen(sock: Socket<ClientConn>): void {
 function onClientData(sock: Socket<ClientConn>, chunk: Buffer): void {
   const c = sock.data;
   if (c.closed) return;
+  if (c.tunnel) {
+    const u = c.up;
+    if (u !== null) {
+      u.deadline = clock.now + u.tunnelTimeout;
+      u.send(chunk);
+    }
+    return;
+  }
   if (c.busy) {
     if (!c.reqBodyDone && c.up !== null) {
       forwardRequestBody(c, c.up, chunk);
@@ -243,6 +263,13 @@ function onClientDrain(sock: Socket<ClientConn>): void {
 function onClientEnd(sock: Socket<ClientConn>): void {
   const c = sock.data;
   c.clientEnded = true;
+  if (c.tunnel) {
+    // half-close: the backend gets FIN once what the client sent has gone out
+    const u = c.up;
+    if (u !== null) u.endWhenFlushed();
+    else sock.end();
+    return;
+  }
   if (!c.busy) {
     // a partial head will never complete
     sock.end();
@@ -257,6 +284,7 @@ function onClientClose(sock: Socket<ClientConn>): void {
   if (!(c instanceof ClientConn)) return;
   counters.connectionsOpen--;
   openClients.delete(c);
+  if (c.tunnel) endTunnel(c);
   unwatch(c);
   c.closed = true;
   c.out = null;
@@ -414,6 +442,18 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   const b = route.backend;
   const p = b.persist;
 
+  // --- WebSocket upgrade: same routing and persistence as HTTP, then a byte pipe
+  let upgrade = false;
+  if (h.connUpgrade && h.upgrade >= 0 && route.websocket.enabled && tokenListHas(buf, h.vs[h.upgrade], h.ve[h.upgrade], T_WEBSOCKET)) {
+    const refused = checkUpgrade(c, route, buf, h);
+    if (refused !== 0) {
+      if (refused === 503) counters.tunnelsRefused++;
+      c.fail(refused, refused === 403 ? "websocket origin not allowed" : refused === 400 ? "bad websocket upgrade" : "websocket tunnel limit reached");
+      return;
+    }
+    upgrade = true;
+  }
+
   // --- persistence, then balancing
   let server: CompiledServer | null = null;
   if (p !== null) {
@@ -438,14 +478,23 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   // --- rewrite the request head
   planReset();
   const xff = lst.cfg.xForwardedFor;
+  const rules = route.headerRules;
   for (let k = 0; k < h.count; k++) {
+    if (rules.length > 0 && ruleNamesHeader(rules, buf, h.ns[k], h.ne[k])) {
+      planCut(h.ns[k], h.le[k], null); // set_headers replace every incoming copy; remove_headers drop them
+      continue;
+    }
     switch (h.id[k]) {
-      case H_DROP:
+      case H_UPGRADE:
+        if (!upgrade) planCut(h.ns[k], h.le[k], null);
+        break;
       case H_CONNECTION:
+        planCut(h.ns[k], h.le[k], upgrade ? CONN_UPGRADE : null);
+        break;
+      case H_DROP:
       case H_KEEP_ALIVE:
       case H_PROXY_CONNECTION:
       case H_TE:
-      case H_UPGRADE:
       case H_PROXY_AUTHORIZATION:
         planCut(h.ns[k], h.le[k], null);
         break;
@@ -467,6 +516,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
     planAdd(buf, h.vs[h.host], h.ve[h.host]);
     planAddAll(CRLF);
   }
+  if (rules.length > 0) addHeaderRules(rules, buf, h);
 
   // --- body framing of the request
   const f = c.reqFraming;
@@ -487,6 +537,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   c.server = server;
   c.minor = h.minor;
   c.isHead = h.method === M_HEAD;
+  c.upgrade = upgrade;
   c.keepAlive = h.minor >= 1 ? !h.connClose : h.connKeepAlive;
   c.insertFirst = p !== null && pd.insert ? pd.insertFirst : -1;
   c.reqBuf = buf;
@@ -605,10 +656,28 @@ export class UpstreamConn implements Timed {
   reusable = false;
   deadline = 0;
   serverTimeout = 0;
+  /** after 101: a byte pipe to the client; idle for tunnelTimeout closes it */
+  tunnel = false;
+  tunnelTimeout = 0;
+  /** send FIN once `out` is flushed (the client half-closed its side of a tunnel) */
+  private finPending = false;
 
   constructor(server: CompiledServer) {
     this.server = server;
     watch(this);
+  }
+
+  endWhenFlushed(): void {
+    if (this.sock === null) return;
+    if (this.out === null) this.sock.end();
+    else this.finPending = true;
+  }
+
+  flushed(): void {
+    if (this.finPending && this.sock !== null) {
+      this.finPending = false;
+      this.sock.end();
+    }
   }
 
   attach(c: ClientConn, serverTimeout: number): void {
@@ -645,6 +714,16 @@ export class UpstreamConn implements Timed {
     const c = this.client;
     if (this.state === U_IDLE) {
       this.destroy(); // pool idle timeout
+      return;
+    }
+    if (this.tunnel) {
+      report("info", `tunnel ${c?.ip ?? "?"} <-> server ${this.server.id} idle for ${this.tunnelTimeout} ms, closing`);
+      counters.tunnelTimeouts++;
+      this.destroy();
+      if (c !== null) {
+        c.up = null;
+        c.abort();
+      }
       return;
     }
     counters.upstreamTimeouts++;
@@ -741,6 +820,7 @@ function onUpDrain(sock: Socket<UpstreamConn>): void {
     return;
   }
   u.out = null;
+  u.flushed();
   if (u.client !== null) u.client.resume(P_UPSTREAM);
 }
 
@@ -752,6 +832,11 @@ function onUpData(sock: Socket<UpstreamConn>, chunk: Buffer): void {
     return;
   }
   u.gotBytes = true;
+  if (u.tunnel) {
+    u.deadline = clock.now + u.tunnelTimeout;
+    if (!c.send(chunk)) sock.pause();
+    return;
+  }
   if (u.resStarted) {
     forwardResponseBody(c, u, chunk, 0);
     return;
@@ -770,7 +855,13 @@ function onUpData(sock: Socket<UpstreamConn>, chunk: Buffer): void {
     const h = HEAD;
     if (parseResponseHead(buf, end, h) !== 0) return badGateway(c, u, "malformed response head");
     if (h.status < 200) {
-      if (h.status === 101) return badGateway(c, u, "101 Switching Protocols to a request that asked for no upgrade");
+      if (h.status === 101) {
+        if (!c.upgrade) return badGateway(c, u, "101 Switching Protocols to a request that asked for no upgrade");
+        if (findHeader(buf, h, N_SEC_WS_ACCEPT) < 0) return badGateway(c, u, "101 without Sec-WebSocket-Accept");
+        u.in = null;
+        startResponse(c, u, buf, end);
+        return;
+      }
       // interim (100 Continue, 103 Early Hints): to the client as it is
       c.send(end === buf.length ? buf : buf.subarray(0, end));
       if (end === buf.length) {
@@ -798,14 +889,15 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   const b = route.backend;
   const p = b.persist;
   const f = u.resFraming;
-  if (c.isHead || h.status === 204 || h.status === 304) f.startNone();
+  const switching = h.status === 101; // only reached for a WebSocket upgrade we asked for
+  if (c.isHead || switching || h.status === 204 || h.status === 304) f.startNone();
   else if (h.chunked) f.startChunked();
   else if (h.contentLength >= 0) f.startLength(h.contentLength);
   else f.startClose();
   u.reusable = f.kind !== F_CLOSE && (h.minor >= 1 ? !h.connClose : h.connKeepAlive);
   // the client connection goes on only if both the client and the framing allow it
   // (a client that sent FIN still gets answers to the pipelined requests it sent before)
-  const keep = c.keepAlive && !c.lst.draining && !(c.clientEnded && c.in === null) && f.kind !== F_CLOSE && c.reqBodyDone;
+  const keep = switching || (c.keepAlive && !c.lst.draining && !(c.clientEnded && c.in === null) && f.kind !== F_CLOSE && c.reqBodyDone);
   c.keepAlive = keep;
 
   planReset();
@@ -815,12 +907,14 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   const learnHdr = learnHeaderName(p);
   for (let k = 0; k < h.count; k++) {
     switch (h.id[k]) {
-      case H_DROP:
       case H_CONNECTION:
+      case H_UPGRADE:
+        if (!switching) planCut(h.ns[k], h.le[k], null); // a 101 keeps "Connection: upgrade" and "Upgrade"
+        break;
+      case H_DROP:
       case H_KEEP_ALIVE:
       case H_PROXY_CONNECTION:
       case H_TE:
-      case H_UPGRADE:
         planCut(h.ns[k], h.le[k], null);
         break;
       case H_SET_COOKIE:
@@ -856,6 +950,11 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
     if (c.minor >= 1) planAddAll(CONN_CLOSE);
   } else if (c.minor === 0) planAddAll(CONN_KEEP_ALIVE);
 
+  if (switching) {
+    // the head (with the persistence cookie, if any) and whatever frames came with it
+    beginTunnel(c, u, planEmpty() ? buf : emit(buf, end, end, buf.length));
+    return;
+  }
   const bodyEnd = f.feed(buf, end, buf.length);
   if (bodyEnd === FRAMING_ERROR) return badGateway(c, u, "malformed chunked response body");
   u.resStarted = true;
@@ -985,6 +1084,14 @@ function onUpClose(sock: Socket<UpstreamConn>): void {
     u.destroy();
     return;
   }
+  if (u.tunnel) {
+    // the backend closed (or died): the client gets FIN after what is already on its way
+    u.destroy();
+    c.up = null;
+    c.closing = true;
+    if (c.out === null) c.sock.end();
+    return;
+  }
   if (u.resStarted) {
     if (u.resFraming.kind === F_CLOSE && !u.resDone) {
       // close-delimited response: the close is its end
@@ -1030,6 +1137,91 @@ function onUpClose(sock: Socket<UpstreamConn>): void {
   c.up = null;
   counters.upstreamAborts++;
   c.fail(502, `server ${u.server.id} (${u.server.authority}) closed the connection without a response`);
+}
+
+// ------------------------------------------------------------------------------------
+// WebSocket tunnels
+
+/** Is `token` in the comma list buf[s, e) (case-insensitive)? */
+function tokenListHas(buf: Uint8Array, s: number, e: number, token: Uint8Array): boolean {
+  let i = s;
+  while (i < e) {
+    while (i < e && (buf[i] === 32 || buf[i] === 9 || buf[i] === 44)) i++;
+    const ts = i;
+    while (i < e && buf[i] !== 44 && buf[i] !== 32 && buf[i] !== 9) i++;
+    if (i > ts && eqLower(buf, ts, i, token)) return true;
+  }
+  return false;
+}
+
+/** 0 when the upgrade may go ahead, else the status to answer. */
+function checkUpgrade(c: ClientConn, route: CompiledRoute, buf: Buffer, h: Head): number {
+  if (h.method !== M_GET || h.minor < 1) return 400;
+  const key = findHeader(buf, h, N_SEC_WS_KEY);
+  if (key < 0 || h.ve[key] === h.vs[key]) return 400;
+  const ws = route.websocket;
+  if (ws.origins !== null) {
+    const k = findHeader(buf, h, N_ORIGIN);
+    if (k < 0 || !ws.origins.includes(buf.latin1Slice(h.vs[k], h.ve[k]).toLowerCase())) return 403;
+  }
+  const max = c.lst.limits.maxTunnels;
+  if (max > 0 && counters.tunnelsOpen >= max) return 503;
+  if (ws.maxPerClient > 0 && (tunnelsPerIp.get(c.ip) ?? 0) >= ws.maxPerClient) return 503;
+  return 0;
+}
+
+/** After the backend's 101: both sockets become a byte pipe. */
+function beginTunnel(c: ClientConn, u: UpstreamConn, head: Buffer): void {
+  c.tunnel = true;
+  u.tunnel = true;
+  u.resStarted = true;
+  u.tunnelTimeout = c.route!.backend.timeouts.tunnel;
+  u.deadline = clock.now + u.tunnelTimeout;
+  c.deadline = 0;
+  counters.tunnels++;
+  counters.tunnelsOpen++;
+  tunnelsPerIp.set(c.ip, (tunnelsPerIp.get(c.ip) ?? 0) + 1);
+  c.resume(P_PIPELINE);
+  if (!c.send(head) && u.sock !== null) u.sock.pause();
+  // frames the client sent right after its upgrade request
+  const early = c.in;
+  if (early !== null) {
+    c.in = null;
+    u.send(early);
+  }
+  if (c.clientEnded) u.endWhenFlushed();
+}
+
+function endTunnel(c: ClientConn): void {
+  c.tunnel = false;
+  counters.tunnelsOpen--;
+  const n = (tunnelsPerIp.get(c.ip) ?? 1) - 1;
+  if (n <= 0) tunnelsPerIp.delete(c.ip);
+  else tunnelsPerIp.set(c.ip, n);
+}
+
+// ------------------------------------------------------------------------------------
+// set_headers / remove_headers
+
+function ruleNamesHeader(rules: readonly HeaderRule[], buf: Uint8Array, ns: number, ne: number): boolean {
+  for (let i = 0; i < rules.length; i++) if (eqLower(buf, ns, ne, rules[i].nameLower)) return true;
+  return false;
+}
+
+function addHeaderRules(rules: readonly HeaderRule[], buf: Buffer, h: Head): void {
+  for (let i = 0; i < rules.length; i++) {
+    const r = rules[i];
+    if (r.prefix === null) continue;
+    if (r.literal !== null) {
+      planAddAll(r.prefix);
+      planAddAll(r.literal);
+      planAddAll(CRLF);
+    } else if (r.cookie !== null && findCookie(buf, h, r.cookie)) {
+      planAddAll(r.prefix);
+      planAdd(buf, found.valS, found.valE);
+      planAddAll(CRLF);
+    }
+  }
 }
 
 export const upstreamHandlers: SocketHandler<UpstreamConn> = {

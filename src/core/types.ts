@@ -14,6 +14,7 @@ export interface Limits {
   readonly maxHeaders: number; // header lines; beyond -> 431
   readonly clientIdle: Ms; // keep-alive idle / slowloris: head must complete within this
   readonly clientHead: Ms; // a started head must complete within this (slowloris)
+  readonly maxTunnels: number; // concurrent tunnels in this process, 0 = no limit
 }
 
 export interface Timeouts {
@@ -162,6 +163,26 @@ export interface CompiledBackend {
   readonly rr: { next: number };
 }
 
+/** A request header the route sets (every incoming copy removed first) or removes. */
+export interface HeaderRule {
+  readonly nameLower: Uint8Array;
+  /** "Name: " as configured; null = remove only */
+  readonly prefix: Uint8Array | null;
+  /** literal value, or null when the value comes from a cookie */
+  readonly literal: Uint8Array | null;
+  /** "cookie:NAME": copy the request cookie's value (no header when the cookie is absent) */
+  readonly cookie: Uint8Array | null;
+}
+
+export interface WebSocketOptions {
+  /** tunnel Upgrade: websocket requests on this route (HAProxy does by default) */
+  readonly enabled: boolean;
+  /** allowed Origin values, lowercase; null = any */
+  readonly origins: readonly string[] | null;
+  /** concurrent tunnels per client address, 0 = no limit */
+  readonly maxPerClient: number;
+}
+
 export interface CompiledRoute {
   /** lowercase host; "" = any; "*.example.com" stored as suffix ".example.com" with wildcard=true */
   readonly host: string;
@@ -170,6 +191,9 @@ export interface CompiledRoute {
   readonly pathBytes: Uint8Array;
   readonly backend: CompiledBackend;
   readonly preserveHost: boolean;
+  /** set_headers then remove_headers, in one list */
+  readonly headerRules: readonly HeaderRule[];
+  readonly websocket: WebSocketOptions;
 }
 
 export interface CompiledListener {
@@ -189,6 +213,8 @@ export interface CompiledConfig {
   readonly source: string; // file name the snapshot came from
   readonly workers: number;
   readonly stateDir: string;
+  /** learned tables are saved to stateDir this often (src/state/table-snapshots.ts); 0 = only on stop/reload */
+  readonly snapshotInterval: Ms;
   readonly limits: Limits;
   readonly listeners: readonly CompiledListener[];
   readonly backends: ReadonlyMap<string, CompiledBackend>;
