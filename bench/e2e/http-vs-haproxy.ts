@@ -22,22 +22,16 @@
 // and "other" CPU (everything not ours: other processes, ksoftirqd) from /proc/stat.
 // Results: table on stdout, JSON in bench/results/http-latest.json.
 
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
-import { tmpdir, cpus, release, loadavg } from "node:os";
-import { join, resolve } from "node:path";
-import type { Subprocess } from "bun";
+import { mkdirSync, writeFileSync, existsSync } from "node:fs";
+import { cpus, release, loadavg } from "node:os";
+import { join } from "node:path";
+import {
+  ROOT, BUN, envInt, NCPU, CLK_TCK, pinning, type Child, children, makeTmp, start, alive, tail,
+  cpuMicros, type CpuJ, procStat, tcpCounters, cleanup, isCleaning, freePort, waitListening, version, f1, fInt, pad,
+} from "./lib.ts";
 
 // ---------------------------------------------------------------------------- settings
 
-const ROOT = resolve(import.meta.dir, "../..");
-const BUN = existsSync(join(ROOT, "node_modules/.bin/bun")) ? join(ROOT, "node_modules/.bin/bun") : process.execPath;
-const envInt = (name: string, def: number, min = 0) => {
-  const v = process.env[name];
-  if (v === undefined || v === "") return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < min) throw new Error(`${name} must be a number >= ${min}, got ${JSON.stringify(v)}`);
-  return Math.floor(n);
-};
 const SECONDS = envInt("BENCH_SECONDS", 10, 1);
 const ROUNDS = envInt("BENCH_ROUNDS", 2, 1);
 const CONNS = envInt("BENCH_CONNS", 32, 1);
@@ -48,176 +42,9 @@ const RETRIES = envInt("BENCH_RETRIES", 1);
 const OTHER_LIMIT = 10; // % of one CPU used by foreign tasks above which a round counts as disturbed
 const RESULTS = join(ROOT, "bench/results/http-latest.json");
 
-const TASKSET = Bun.which("taskset");
-const NCPU = cpus().length;
-const PIN = WANT_PIN && TASKSET !== null && NCPU >= 2;
-const PIN_PROXY = PIN ? [TASKSET!, "-c", "0"] : [];
-const PIN_LOAD = PIN ? [TASKSET!, "-c", "1"] : [];
-const PINNING = PIN
-  ? "taskset: proxy on CPU 0, wrk + backends on CPU 1"
-  : `none (${!WANT_PIN ? "BENCH_PIN=0" : TASKSET === null ? "taskset not found" : `only ${NCPU} CPU`}): all processes share all CPUs`;
-const CLK_TCK = (() => {
-  try {
-    const r = Bun.spawnSync(["getconf", "CLK_TCK"]);
-    const n = Number(r.stdout.toString().trim());
-    return n > 0 ? n : 100;
-  } catch {
-    return 100;
-  }
-})();
-
-// ---------------------------------------------------------------------------- child processes
-
-type Child = { name: string; proc: Subprocess<"ignore", "pipe", "pipe">; out: string[]; err: string[] };
-const children: Child[] = [];
-let tmp = "";
-
-function drainText(stream: ReadableStream<Uint8Array> | null | undefined, sink: string[]) {
-  if (!stream) return;
-  (async () => {
-    const dec = new TextDecoder();
-    try {
-      for await (const chunk of stream) {
-        sink.push(dec.decode(chunk, { stream: true }));
-        if (sink.length > 400) sink.splice(0, sink.length - 400); // keep the tail only
-      }
-    } catch {}
-  })();
-}
-
-function start(name: string, cmd: string[]): Child {
-  const proc = Bun.spawn(cmd, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const c: Child = { name, proc, out: [], err: [] };
-  drainText(proc.stdout, c.out);
-  drainText(proc.stderr, c.err);
-  children.push(c);
-  return c;
-}
-
-const alive = (c: Child) => c.proc.exitCode === null && c.proc.signalCode === null;
-const tail = (c: Child, n = 1500) => (c.err.join("") + c.out.join("")).slice(-n).trim();
-
-/** pid plus all its descendants (from /proc/<pid>/stat ppid). */
-function processTree(root: number): number[] {
-  const parentOf = new Map<number, number>();
-  for (const d of readdirSync("/proc")) {
-    const pid = Number(d);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      const s = readFileSync(`/proc/${pid}/stat`, "latin1");
-      const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-      parentOf.set(pid, Number(f[1]));
-    } catch {}
-  }
-  const out = [root];
-  for (let i = 0; i < out.length; i++) for (const [pid, pp] of parentOf) if (pp === out[i]) out.push(pid);
-  return out;
-}
-
-/** utime+stime of a process tree, in microseconds (CLK_TCK resolution). */
-function cpuMicros(root: number): number {
-  let ticks = 0;
-  for (const pid of processTree(root)) {
-    try {
-      const s = readFileSync(`/proc/${pid}/stat`, "latin1");
-      const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(f[11]) + Number(f[12]); // fields 14 (utime) and 15 (stime)
-    } catch {}
-  }
-  return (ticks * 1e6) / CLK_TCK;
-}
-
-/** Jiffies per CPU line of /proc/stat: [all, cpu0, cpu1, ...]. With IRQ time accounting
- *  (as here) softirq time - most of loopback TCP's receive path - is in `irq`, not in any
- *  process's utime/stime. */
-type CpuJ = { task: number; irq: number; steal: number; total: number };
-function procStat(): CpuJ[] {
-  const out: CpuJ[] = [];
-  for (const line of readFileSync("/proc/stat", "latin1").split("\n")) {
-    if (!line.startsWith("cpu")) continue;
-    const v = line.trim().split(/\s+/).slice(1, 9).map(Number); // user nice system idle iowait irq softirq steal
-    out.push({ task: v[0]! + v[1]! + v[2]!, irq: v[5]! + v[6]!, steal: v[7]!, total: v.reduce((a, b) => a + b, 0) });
-  }
-  return out;
-}
-
-/** A few TCP counters (whole machine) that explain latency spikes on loopback. */
-function tcpCounters(): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const file of ["/proc/net/snmp", "/proc/net/netstat"]) {
-    try {
-      const lines = readFileSync(file, "latin1").trim().split("\n");
-      for (let i = 0; i + 1 < lines.length; i += 2) {
-        const h = lines[i]!.split(/\s+/), v = lines[i + 1]!.split(/\s+/);
-        for (let k = 1; k < h.length; k++)
-          if (/^(RetransSegs|TCPLossProbes|TCPTimeouts|TCPBacklogDrop|TCPRcvQDrop|ListenDrops|TCPAbortOnData)$/.test(h[k]!)) out[h[k]!] = Number(v[k]);
-      }
-    } catch {}
-  }
-  return out;
-}
-
-let cleaning = false;
-async function cleanup() {
-  if (cleaning) return;
-  cleaning = true;
-  const pids = new Set<number>();
-  for (const c of children) if (alive(c)) for (const p of processTree(c.proc.pid)) pids.add(p);
-  for (const p of pids) try { process.kill(p, "SIGTERM"); } catch {}
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline && [...pids].some((p) => existsSync(`/proc/${p}`) && !isZombie(p))) await Bun.sleep(50);
-  for (const p of pids) try { if (existsSync(`/proc/${p}`)) process.kill(p, "SIGKILL"); } catch {}
-  if (tmp) try { rmSync(tmp, { recursive: true, force: true }); } catch {}
-}
-function isZombie(pid: number) {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "latin1");
-    return s.slice(s.lastIndexOf(")") + 2)[0] === "Z";
-  } catch {
-    return true;
-  }
-}
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(sig, async () => {
-    console.error(`\n${sig}: stopping every process this benchmark started`);
-    await cleanup();
-    process.exit(130);
-  });
-}
-process.on("exit", () => {
-  // last resort, synchronous: anything still running gets SIGKILL
-  for (const c of children) if (alive(c)) try { c.proc.kill("SIGKILL"); } catch {}
-  if (tmp) try { rmSync(tmp, { recursive: true, force: true }); } catch {}
-});
+const { PIN, PIN_PROXY, PIN_LOAD, PINNING } = pinning(WANT_PIN, "BENCH_PIN", "wrk + backends");
 
 // ---------------------------------------------------------------------------- helpers
-
-async function freePort(): Promise<number> {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
-}
-
-async function canConnect(port: number): Promise<boolean> {
-  try {
-    const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {}, error() {} } });
-    s.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitListening(c: Child, port: number, ms: number): Promise<string | null> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (!alive(c)) return `${c.name} exited (code ${c.proc.exitCode ?? c.proc.signalCode}) before listening:\n${tail(c)}`;
-    if (await canConnect(port)) return null;
-    await Bun.sleep(50);
-  }
-  return `${c.name} did not accept connections on 127.0.0.1:${port} within ${ms} ms:\n${tail(c)}`;
-}
 
 type Probe = { status: number; server: string | null; setCookie: string | null; cacheControl: string | null };
 async function probe(port: number, cookie?: string): Promise<Probe> {
@@ -414,10 +241,6 @@ function aggregate(rs: Round[]): Agg {
 
 // ---------------------------------------------------------------------------- output
 
-const f1 = (n: number | null | undefined, d = 1) => (n == null || !Number.isFinite(n) ? "-" : n.toFixed(d));
-const fInt = (n: number | null | undefined) => (n == null || !Number.isFinite(n) ? "-" : Math.round(n).toLocaleString("en-US"));
-const pad = (s: string, w: number, right = true) => (right ? s.padStart(w) : s.padEnd(w));
-
 function printRound(r: Round) {
   console.log(
     `  ${pad(r.target, 8, false)} #${r.round}  ${pad(fInt(r.rps), 9)} req/s  p50 ${pad(f1(r.p50ms, 3), 7)} ms  p99 ${pad(f1(r.p99ms, 3), 7)} ms  ` +
@@ -482,22 +305,13 @@ function targets(latch: Agg | null, hap: Agg | null) {
 
 // ---------------------------------------------------------------------------- main
 
-function version(cmd: string[]): string {
-  try {
-    const r = Bun.spawnSync(cmd);
-    return (r.stdout.toString() + r.stderr.toString()).split("\n")[0]!.trim();
-  } catch {
-    return "not found";
-  }
-}
-
 async function main() {
   const startedAt = new Date();
   const wrkBin = Bun.which("wrk");
   const haproxyBin = Bun.which("haproxy") ?? (existsSync("/usr/sbin/haproxy") ? "/usr/sbin/haproxy" : null);
   if (!wrkBin) throw new Error("wrk not found (apt-get install wrk)");
 
-  tmp = mkdtempSync(join(tmpdir(), "latch-bench-"));
+  const tmp = makeTmp("latch-bench-");
   const [pA, pB, pLatch, pHap] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const lua = join(tmp, "persisted.lua");
   writeFileSync(lua, `wrk.headers["Cookie"] = "SRV=ap01"\n`);
@@ -770,7 +584,7 @@ let code = 1;
 try {
   code = await main();
 } catch (e) {
-  if (cleaning) await new Promise(() => {}); // interrupted: the signal handler finishes and exits
+  if (isCleaning()) await new Promise(() => {}); // interrupted: the signal handler finishes and exits
   console.error(`\nbenchmark failed: ${(e as Error).stack ?? e}`);
   for (const c of children) if (c.err.length || c.out.length) console.error(`--- ${c.name} output (tail) ---\n${tail(c)}`);
   code = 1;

@@ -26,7 +26,9 @@ import type {
   PersistRule,
   ServerState,
 } from "../core/types.ts";
+import type { SessionManager } from "../session/session.ts";
 import { parseBind, parseCidr, parseServerAddress } from "./address.ts";
+import { compileSessions } from "./compile-session.ts";
 import type { KeyPath } from "./locate.ts";
 import type { BackendInput, ConfigInput, ListenInput, PersistInput, PersistRuleInput, RouteInput, ServerInput } from "./schema.ts";
 
@@ -67,9 +69,8 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
   // multi-process workers come with the operations issue; until then only 1 runs
   if (g.workers !== 1) fail(["global", "workers"], `workers = ${JSON.stringify(g.workers)} ${NOT_YET} (use 1)`);
 
-  for (const name of Object.keys(input.session ?? {})) {
-    fail(["session", name], `[session.${name}]: proxy-managed sessions ${ARE_NOT_YET}`);
-  }
+  // [session.NAME]: cookie keys are derived here (slow on purpose), stores open on first use
+  const sessions = compileSessions(input.session ?? {}, resolve(ctx.baseDir, g.state_dir), fail);
 
   const backends = new Map<string, CompiledBackend>();
   for (const [name, b] of Object.entries(input.backend)) {
@@ -81,7 +82,7 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
   const binds = new Map<number, { host: string; who: string }[]>();
   input.listen.forEach((l, i) => {
     const path = ["listen", i];
-    const listener = compileListener(l, path, backends, ctx, fail, attempt);
+    const listener = compileListener(l, path, backends, sessions, ctx, fail, attempt);
     listeners.push(listener);
     // An unnamed listener is named after its bind address, whose clash claimPort reports.
     const seen = names.get(listener.name);
@@ -117,6 +118,7 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
     listeners: Object.freeze(listeners),
     // Freezing a Map does not stop set(); the core only gets it as ReadonlyMap.
     backends: Object.freeze(backends),
+    sessions,
     admin,
     log: Object.freeze({ access: input.log.access, format: input.log.format }),
   };
@@ -389,6 +391,7 @@ function compileListener(
   l: ListenInput,
   path: KeyPath,
   backends: ReadonlyMap<string, CompiledBackend>,
+  sessions: ReadonlyMap<string, SessionManager>,
   ctx: CompileContext,
   fail: Fail,
   attempt: Attempt,
@@ -411,7 +414,7 @@ function compileListener(
   const seen = new Map<string, number>();
   l.route.forEach((r, i) => {
     const where = [...path, "route", i];
-    const route = compileRoute(r, where, backends, fail, attempt);
+    const route = compileRoute(r, where, backends, sessions, tls !== null, fail, attempt);
     if (route === null) return;
     const key = `${route.hostWildcard ? "*" : ""}${route.host} ${route.path}`;
     const first = seen.get(key);
@@ -445,13 +448,19 @@ function compileRoute(
   r: RouteInput,
   path: KeyPath,
   backends: ReadonlyMap<string, CompiledBackend>,
+  sessions: ReadonlyMap<string, SessionManager>,
+  tls: boolean,
   fail: Fail,
   attempt: Attempt,
 ): CompiledRoute | null {
   const host = r.host === undefined ? { host: "", wildcard: false } : attempt([...path, "host"], () => parseRouteHost(r.host!));
   const backend = backends.get(r.backend);
   if (backend === undefined) fail([...path, "backend"], `no backend named "${r.backend}"`);
-  if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}" ${NOT_YET} (proxy-managed sessions)`);
+  // the route's view of its [session.NAME]: Secure follows this listener's TLS unless set
+  const session = r.session === undefined ? null : (sessions.get(r.session)?.runtime(tls) ?? null);
+  if (r.session !== undefined && session === null) fail([...path, "session"], `no [session.${r.session}] table (or it has errors)`);
+  // wired into the forwarding core later: until then a route may not use it
+  else if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}" ${NOT_YET} (proxy-managed sessions)`);
   const headerRules: HeaderRule[] = [];
   for (const [name, value] of Object.entries(r.set_headers ?? {})) {
     const cookie = /^cookie:(.*)$/.exec(value);
@@ -489,6 +498,7 @@ function compileRoute(
     pathBytes: utf8(r.path),
     backend,
     preserveHost: r.preserve_host,
+    session,
     headerRules: Object.freeze(headerRules),
     websocket,
   });

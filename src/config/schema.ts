@@ -333,14 +333,40 @@ const backendTable = table({
   ),
 });
 
+// Proxy-managed sessions (mod_session). Cross-key rules (passphrases per store, lengths,
+// update_interval against idle) are in compile-session.ts.
 const sessionTable = table({
   store: v.optional(oneOf(["cookie", "sqlite", "redis"]), "cookie"),
   cookie: v.optional(cookieName(), "session"),
   passphrases: v.optional(v.array(nonEmpty(), (i) => `expected an array of strings, got ${got(i)}`)),
   max_age: v.optional(duration()),
   idle: v.optional(duration()),
-  header: v.optional(token("header name")),
-  update_header: v.optional(token("header name")),
+  header: v.optional(token("header name"), "X-Session"),
+  update_header: v.optional(token("header name"), "X-Replace-Session"),
+  renew_header: v.optional(token("header name"), "X-Session-Renew"),
+  update_interval: v.optional(duration(), "60s"),
+  /** store = "redis": the server; default redis://127.0.0.1:6379 (applied by compile) */
+  redis: v.optional(nonEmpty()),
+  path: v.optional(
+    v.pipe(
+      str(),
+      v.regex(/^\/[\x21-\x3a\x3c-\x7e]*$/, (i) => `must start with "/" and hold no ";", space or control byte, got ${got(i)}`),
+    ),
+    "/",
+  ),
+  domain: v.optional(
+    v.pipe(str(), v.regex(/^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/, (i) => `${got(i)} is not a domain name`)),
+  ),
+  httponly: v.optional(bool(), true),
+  /** unset: on when the route's listener has TLS */
+  secure: v.optional(bool()),
+  samesite: v.optional(
+    v.pipe(
+      str(),
+      v.check((s) => /^(lax|strict|none)$/i.test(s), (i) => `expected "Lax", "Strict" or "None", got ${got(i)}`),
+    ),
+    "Lax",
+  ),
 });
 
 export const configSchema = table({
@@ -363,3 +389,4 @@ export type RouteInput = ListenInput["route"][number];
 export type ServerInput = BackendInput["server"][number];
 export type PersistInput = NonNullable<BackendInput["persist"]>;
 export type PersistRuleInput = BackendInput["ignore_persist"][number];
+export type SessionInput = NonNullable<ConfigInput["session"]>[string];

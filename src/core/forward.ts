@@ -102,6 +102,7 @@ export class ClientConn implements Timed {
   isHead = false;
   minor = 1;
   insertFirst = -1; // >=0: add the persistence cookie (first-seen seconds for dated cookies)
+  persistRes = false; // the response takes part in persistence (a mode is set, ignore_persist did not match)
   reqBuf: Buffer | null = null; // head bytes of the request, for Host in Location rewriting
   hostS = 0;
   hostE = 0;
@@ -540,6 +541,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   c.upgrade = upgrade;
   c.keepAlive = h.minor >= 1 ? !h.connClose : h.connKeepAlive;
   c.insertFirst = p !== null && pd.insert ? pd.insertFirst : -1;
+  c.persistRes = p !== null && !pd.ignored;
   c.reqBuf = buf;
   c.hostS = h.host >= 0 ? h.vs[h.host] : 0;
   c.hostE = h.host >= 0 ? h.ve[h.host] : 0;
@@ -903,8 +905,9 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   planReset();
   let backendSetsCookie = false;
   let cacheable = true;
-  const scName = setCookieName(p);
-  const learnHdr = learnHeaderName(p);
+  // an ignored request's response neither learns nor rewrites (HAProxy SF_IGNORE_PRST)
+  const scName = c.persistRes ? setCookieName(p) : null;
+  const learnHdr = c.persistRes ? learnHeaderName(p) : null;
   for (let k = 0; k < h.count; k++) {
     switch (h.id[k]) {
       case H_CONNECTION:

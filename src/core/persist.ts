@@ -39,6 +39,8 @@ export const pd = {
   learnS: -1,
   learnE: -1,
   learnIp: false,
+  /** ignore_persist matched: no persistence on the request nor on its response */
+  ignored: false,
 };
 
 /** url parameter search result */
@@ -91,6 +93,7 @@ function reset(nowSec: number): void {
   pd.learnS = -1;
   pd.learnE = -1;
   pd.learnIp = false;
+  pd.ignored = false;
 }
 
 /**
@@ -99,7 +102,7 @@ function reset(nowSec: number): void {
  */
 function take(b: CompiledBackend, idx: number, buf: Buffer, h: Head, pathStart: number, c: ClientLike): boolean {
   const s = b.servers[idx];
-  if (usable(s) || (b.forcePersist.length > 0 && matchRules(b.forcePersist, buf, h, pathStart, c))) {
+  if (usable(s) || (b.forcePersist.length < 0 && matchRules(b.forcePersist, buf, h, pathStart, c))) {
     pd.server = s;
     counters.persistHits++;
     return true;
@@ -113,7 +116,10 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
   reset(nowSec);
   const p = b.persist;
   if (p === null) return;
-  if (b.ignorePersist.length > 0 && matchRules(b.ignorePersist, buf, h, pathStart, c)) return;
+  if (b.ignorePersist.length > 0 && matchRules(b.ignorePersist, buf, h, pathStart, c)) {
+    pd.ignored = true;
+    return;
+  }
   switch (p.mode) {
     case "insert": {
       let valid = false;
@@ -156,13 +162,14 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
       return;
     }
     case "route": {
+      // Apache find_session_route: the URL parameter first, then the cookie
       let s: number, e: number;
-      if (findCookie(buf, h, p.cookieBytes)) {
-        s = found.valS;
-        e = found.valE;
-      } else if (p.urlParam !== null && findUrlParam(buf, h.targetStart, h.targetEnd, p.urlParam)) {
+      if (p.urlParam !== null && findUrlParam(buf, h.targetStart, h.targetEnd, p.urlParam)) {
         s = param.s;
         e = param.e;
+      } else if (findCookie(buf, h, p.cookieBytes)) {
+        s = found.valS;
+        e = found.valE;
       } else return;
       // Tomcat jvmRoute: the route is what follows the last '.'
       let dot = e - 1;

@@ -1,7 +1,7 @@
 // table-snapshots: the state files of learned tables, with a fake clock (nowSec is a parameter).
 
-import { describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Packr } from "msgpackr";
@@ -51,7 +51,13 @@ ${servers}
 }
 
 const tableOf = (cfg: CompiledConfig, name = "app") => (cfg.backends.get(name)!.persist as TablePersist).table;
-const tmp = () => mkdtempSync(join(tmpdir(), "latch-state-"));
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), "latch-state-"));
+  dirs.push(d);
+  return d;
+};
 function logger() {
   const lines: string[] = [];
   return { lines, log: (level: string, msg: string) => void lines.push(`${level} ${msg}`) };
