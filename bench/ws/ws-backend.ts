@@ -7,6 +7,8 @@
 // (the bench's clients hold tunnels idle and count frames). Plain HTTP requests get 426.
 // Prints "ready <ports>" once every port listens; exits by itself when its parent goes away.
 
+export {};
+
 const ports = process.argv.slice(2).map(Number);
 if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p <= 0 || p > 65535)) {
   console.error("usage: bun bench/ws/ws-backend.ts PORT [PORT...]");

@@ -15,13 +15,10 @@ type Fail = (path: KeyPath, message: string) => void;
 
 const REDIS_SCHEMES = new Set(["redis:", "rediss:", "valkey:", "valkeys:", "redis+tls:", "redis+unix:", "redis+tls+unix:"]);
 
-/** Every [session.NAME], by name. Problems go to `fail`; a session with problems is left out. */
-export function compileSessions(input: Readonly<Record<string, SessionInput>>, stateDir: string, fail: Fail): Map<string, SessionManager> {
-  const out = new Map<string, SessionManager>();
-  for (const [name, s] of Object.entries(input)) {
-    const manager = compileSession(name, s, ["session", name], stateDir, fail);
-    if (manager !== null) out.set(name, manager);
-  }
+/** Every [session.NAME], by name. Problems go to `fail`; a session with problems maps to null. */
+export function compileSessions(input: Readonly<Record<string, SessionInput>>, stateDir: string, fail: Fail): Map<string, SessionManager | null> {
+  const out = new Map<string, SessionManager | null>();
+  for (const [name, s] of Object.entries(input)) out.set(name, compileSession(name, s, ["session", name], stateDir, fail));
   return out;
 }
 

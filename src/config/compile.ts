@@ -118,7 +118,7 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
     listeners: Object.freeze(listeners),
     // Freezing a Map does not stop set(); the core only gets it as ReadonlyMap.
     backends: Object.freeze(backends),
-    sessions,
+    sessions: sessions as Map<string, SessionManager>, // no issues: none is null
     admin,
     log: Object.freeze({ access: input.log.access, format: input.log.format }),
   };
@@ -391,7 +391,7 @@ function compileListener(
   l: ListenInput,
   path: KeyPath,
   backends: ReadonlyMap<string, CompiledBackend>,
-  sessions: ReadonlyMap<string, SessionManager>,
+  sessions: ReadonlyMap<string, SessionManager | null>,
   ctx: CompileContext,
   fail: Fail,
   attempt: Attempt,
@@ -448,7 +448,7 @@ function compileRoute(
   r: RouteInput,
   path: KeyPath,
   backends: ReadonlyMap<string, CompiledBackend>,
-  sessions: ReadonlyMap<string, SessionManager>,
+  sessions: ReadonlyMap<string, SessionManager | null>,
   tls: boolean,
   fail: Fail,
   attempt: Attempt,
@@ -458,7 +458,7 @@ function compileRoute(
   if (backend === undefined) fail([...path, "backend"], `no backend named "${r.backend}"`);
   // the route's view of its [session.NAME]: Secure follows this listener's TLS unless set
   const session = r.session === undefined ? null : (sessions.get(r.session)?.runtime(tls) ?? null);
-  if (r.session !== undefined && session === null) fail([...path, "session"], `no [session.${r.session}] table (or it has errors)`);
+  if (r.session !== undefined && !sessions.has(r.session)) fail([...path, "session"], `no [session.${r.session}] table`);
   // wired into the forwarding core later: until then a route may not use it
   else if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}" ${NOT_YET} (proxy-managed sessions)`);
   const headerRules: HeaderRule[] = [];

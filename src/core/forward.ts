@@ -671,14 +671,16 @@ export class UpstreamConn implements Timed {
 
   endWhenFlushed(): void {
     if (this.sock === null) return;
-    if (this.out === null) this.sock.end();
+    // shutdown(), not end(): Bun's end() closes both directions at once, which would lose
+    // what the backend still sends after the client's FIN
+    if (this.out === null) this.sock.shutdown();
     else this.finPending = true;
   }
 
   flushed(): void {
     if (this.finPending && this.sock !== null) {
       this.finPending = false;
-      this.sock.end();
+      this.sock.shutdown();
     }
   }
 

@@ -102,7 +102,7 @@ function reset(nowSec: number): void {
  */
 function take(b: CompiledBackend, idx: number, buf: Buffer, h: Head, pathStart: number, c: ClientLike): boolean {
   const s = b.servers[idx];
-  if (usable(s) || (b.forcePersist.length < 0 && matchRules(b.forcePersist, buf, h, pathStart, c))) {
+  if (usable(s) || (b.forcePersist.length > 0 && matchRules(b.forcePersist, buf, h, pathStart, c))) {
     pd.server = s;
     counters.persistHits++;
     return true;
@@ -118,7 +118,9 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
   if (p === null) return;
   if (b.ignorePersist.length > 0 && matchRules(b.ignorePersist, buf, h, pathStart, c)) {
     pd.ignored = true;
-    return;
+    // neither used nor created, but the proxy's own bytes (indirect cookie, "<server>~")
+    // are still cut from the request, as HAProxy does whatever ignore-persist says
+    if (p.mode !== "insert" && p.mode !== "prefix") return;
   }
   switch (p.mode) {
     case "insert": {
@@ -131,6 +133,7 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
           pd.cutS = cut.s;
           pd.cutE = cut.e;
         }
+        if (pd.ignored) return;
         checkValue(p, buf, found.valS, found.valE, nowSec);
         if (verdict.server >= 0) {
           valid = take(b, verdict.server, buf, h, pathStart, c);
@@ -139,6 +142,7 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
           pd.fail = "persistence cookie names no known server (failover = strict)";
         }
       }
+      if (pd.ignored) return;
       pd.insert = (!valid || verdict.refresh) && (!p.postonly || h.method === M_POST);
       return;
     }
@@ -152,7 +156,7 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
       pd.cutHdr = found.header;
       pd.cutS = found.valS;
       pd.cutE = tilde + 1;
-      take(b, idx, buf, h, pathStart, c);
+      if (!pd.ignored) take(b, idx, buf, h, pathStart, c);
       return;
     }
     case "rewrite": {
@@ -266,7 +270,13 @@ export function persistSetCookie(p: NonNullable<Persist>, server: CompiledServer
       const ve = h.ve[k];
       while (e < ve && buf[e] !== 59) e++;
       while (e > vs && (buf[e - 1] === 32 || buf[e - 1] === 9)) e--;
-      if (e > vs) p.table.store(buf, vs, e - vs > p.len ? vs + p.len : e, server.index, nowSec);
+      // a quoted value is keyed without its quotes, as findCookie reads it back from the request
+      let s = vs;
+      if (e - s >= 2 && buf[s] === 34 && buf[e - 1] === 34) {
+        s++;
+        e--;
+      }
+      if (e > s) p.table.store(buf, s, e - s > p.len ? s + p.len : e, server.index, nowSec);
       return false;
     }
   }

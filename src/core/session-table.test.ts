@@ -156,16 +156,16 @@ describe("session-table: store and lookup", () => {
 });
 
 describe("session-table: idle expiry", () => {
-  test("an entry idle for timeoutSec counts as absent; hits keep it alive", () => {
+  test("an entry idle for more than timeoutSec counts as absent (never early); hits keep it alive", () => {
     const t = table(1024, 64, 10);
     put(t, "s1", 1, 100);
     put(t, "s2", 2, 100);
-    expect(look(t, "s1", 109)).toBe(1); // refreshed to 109
-    expect(look(t, "s1", 118)).toBe(1); // refreshed to 118
-    expect(look(t, "s2", 110)).toBe(-1); // 10 s idle: gone
+    expect(look(t, "s1", 110)).toBe(1); // 10 whole seconds may be 9.x s: still there; refreshed to 110
+    expect(look(t, "s1", 120)).toBe(1); // refreshed to 120
+    expect(look(t, "s2", 111)).toBe(-1); // 11 s idle: gone
     expect(t.stats.expirations).toBe(1);
     expect(t.stats.size).toBe(1);
-    expect(look(t, "s1", 128)).toBe(-1);
+    expect(look(t, "s1", 131)).toBe(-1);
     expect(t.stats).toMatchObject({ size: 0, hits: 2, misses: 2, expirations: 2 });
   });
 
@@ -318,7 +318,7 @@ describe("session-table: agrees with a Map model", () => {
         const m = model.get(mk);
         let want = -1;
         if (m !== undefined) {
-          if (now - m.last >= timeout) model.delete(mk);
+          if (now - m.last > timeout) model.delete(mk);
           else {
             want = m.server;
             m.last = now;
@@ -334,7 +334,7 @@ describe("session-table: agrees with a Map model", () => {
       if (rnd(500) === 0) t.sweep(now, 256);
     }
     expect(t.stats.evictions).toBe(0);
-    for (const [k, m] of model) expect(t.lookupString(k, now)).toBe(now - m.last >= timeout ? -1 : m.server);
+    for (const [k, m] of model) expect(t.lookupString(k, now)).toBe(now - m.last > timeout ? -1 : m.server);
   });
 });
 

@@ -23,8 +23,10 @@
 // table holds `capacity` entries, a new key takes the place of the stalest entry in its window
 // (an approximate LRU by sampling, as Redis does; an exact one would need a list per entry).
 //
-// Expiry without a timer per entry: an entry idle for timeoutSec or more counts as absent on
-// lookup (and is removed then), its slot is reused by the next insert that probes it, and
+// Expiry without a timer per entry: an entry idle for more than timeoutSec whole seconds counts
+// as absent on
+// lookup (never early: the clock has one-second steps, so it lasts timeoutSec to timeoutSec+1 s;
+// it is removed then), its slot is reused by the next insert that probes it, and
 // sweep() walks a bounded number of slots per call for the rest (called from a coarse timer by
 // whoever owns the table). Each removal of an expired entry counts once in stats.expirations.
 // stats.size counts occupied slots, including expired entries nobody has touched yet.
@@ -199,7 +201,7 @@ export class SessionTable {
       if (meta === 0) break;
       if (w[b] === h && meta >>> 16 === len && keyEq(w, this.bytes, b + 3, buf, start, len)) {
         const now = nowSec - this.epoch;
-        if (now - w[b + 1]! >= this.timeout) {
+        if (now - w[b + 1]! > this.timeout) {
           this.stats.expirations++;
           this.stats.misses++;
           this.removeAt(i);
@@ -297,7 +299,7 @@ export class SessionTable {
     let expired = 0;
     for (let k = 0; k < maxSlots; ) {
       const b = i * S;
-      if (w[b + 2] !== 0 && now - w[b + 1]! >= timeout) {
+      if (w[b + 2] !== 0 && now - w[b + 1]! > timeout) {
         // The shift may move a later entry into slot i: look at i again (bounded: each
         // removal shrinks the table).
         this.removeAt(i);
@@ -325,7 +327,7 @@ export class SessionTable {
       const b = i * S;
       const meta = w[b + 2]!;
       if (meta === 0) continue;
-      if (now - w[b + 1]! >= this.timeout) continue; // false when now is NaN
+      if (now - w[b + 1]! > this.timeout) continue; // false when now is NaN
       const off = (b + 3) * 4;
       yield [this.bytes.slice(off, off + (meta >>> 16)), (meta & 0xffff) - 1, this.epoch + w[b + 1]!];
     }
@@ -347,7 +349,7 @@ export class SessionTable {
       for (let i = 0; i < this.slots; i++) {
         const b = i * S;
         const meta = w[b + 2]!;
-        if (meta === 0 || now - w[b + 1]! >= this.timeout) continue;
+        if (meta === 0 || now - w[b + 1]! > this.timeout) continue;
         const off = (b + 3) * 4;
         list.push([this.bytes.subarray(off, off + (meta >>> 16)), (meta & 0xffff) - 1, this.epoch + w[b + 1]!]);
       }
@@ -410,7 +412,7 @@ export class SessionTable {
       const [key, server, lastSeen] = list[k] as [Uint8Array, number, number];
       const seen = lastSeen > nowSec ? nowSec : lastSeen; // a clock that went back
       if (
-        nowSec - seen >= this.timeout ||
+        nowSec - seen > this.timeout ||
         server < 0 ||
         server > MAX_SERVER ||
         (serverOk !== undefined && !serverOk(server))
@@ -457,7 +459,7 @@ export class SessionTable {
       }
       const last = w[b + 1]!;
       if (w[b] === h && meta >>> 16 === len && keyEq(w, this.bytes, b + 3, buf, start, len)) {
-        if (now - last >= timeout) {
+        if (now - last > timeout) {
           stats.expirations++;
           stats.inserts++;
         } else if (keepNewer && last > now) {
@@ -469,7 +471,7 @@ export class SessionTable {
         w[b + 2] = metaNew;
         return;
       }
-      if (expired < 0 && now - last >= timeout) expired = i;
+      if (expired < 0 && now - last > timeout) expired = i;
       if (last < stalestT) {
         stalestT = last;
         stalest = i;
@@ -506,7 +508,7 @@ export class SessionTable {
       const b = i * S;
       if (w[b + 2] !== 0) {
         const last = w[b + 1]!;
-        if (now - last >= timeout) {
+        if (now - last > timeout) {
           victim = i;
           victimExpired = true;
           victimAfter = true;
@@ -524,7 +526,7 @@ export class SessionTable {
       // The window holds nothing at all (a few empty stretches in a full table): anyone.
       victim = this.victimFromHand();
       victimAfter = true;
-      victimExpired = now - w[victim * S + 1]! >= timeout;
+      victimExpired = now - w[victim * S + 1]! > timeout;
     }
     if (victimExpired) stats.expirations++;
     else stats.evictions++;

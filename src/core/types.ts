@@ -3,6 +3,8 @@
 // builds a new one and swaps the reference. Nothing here is parsed per request: byte
 // needles, Set-Cookie lines and hash rings are prepared at compile time.
 
+import type { SessionManager } from "../session/session.ts";
+import type { SessionRuntime } from "../session/types.ts";
 import type { SessionTable } from "./session-table.ts";
 
 /** Durations are milliseconds, sizes are bytes, everywhere in the snapshot. */
@@ -191,6 +193,8 @@ export interface CompiledRoute {
   readonly pathBytes: Uint8Array;
   readonly backend: CompiledBackend;
   readonly preserveHost: boolean;
+  /** proxy-managed session ([session.NAME], route `session =`), bound to this listener's TLS; null = none */
+  readonly session: SessionRuntime | null;
   /** set_headers then remove_headers, in one list */
   readonly headerRules: readonly HeaderRule[];
   readonly websocket: WebSocketOptions;
@@ -218,6 +222,8 @@ export interface CompiledConfig {
   readonly limits: Limits;
   readonly listeners: readonly CompiledListener[];
   readonly backends: ReadonlyMap<string, CompiledBackend>;
+  /** [session.NAME] by name: counters for admin; close() the old ones after a reload swap */
+  readonly sessions: ReadonlyMap<string, SessionManager>;
   readonly admin: { readonly host: string; readonly port: number; readonly token: string } | null;
   readonly log: { readonly access: boolean; readonly format: "combined" | "json" };
 }

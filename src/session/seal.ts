@@ -173,29 +173,31 @@ export class Sealer {
       this.stats.none++;
       return r;
     }
+    let status: OpenStatus;
     try {
-      this.tryOpen(value, nowSec, r);
+      status = this.tryOpen(value, nowSec, r);
     } catch {
-      r.status = "invalid";
+      status = "invalid";
     }
-    if (r.status !== "ok") {
-      r.data = "";
-      r.resealNeeded = false;
-    }
-    if (r.status === "ok") {
+    r.status = status;
+    if (status === "ok") {
       this.stats.opened++;
       if (r.resealNeeded) this.stats.resealNeeded++;
-    } else if (r.status === "expired") this.stats.expired++;
+      return r;
+    }
+    r.data = "";
+    r.resealNeeded = false;
+    if (status === "expired") this.stats.expired++;
     else this.stats.invalid++;
     return r;
   }
 
-  private tryOpen(value: string, nowSec: number, r: Opened): void {
-    if (typeof value !== "string" || !plausible(value)) return;
+  private tryOpen(value: string, nowSec: number, r: Opened): OpenStatus {
+    if (typeof value !== "string" || !plausible(value)) return "invalid";
     const raw = Buffer.from(value, "base64url");
-    if (raw.length < MIN_SEALED_BYTES || raw[0] !== SEAL_VERSION) return;
+    if (raw.length < MIN_SEALED_BYTES || raw[0] !== SEAL_VERSION) return "invalid";
     // one spelling only: the decoder ignores stray bits in the last character
-    if (raw.toString("base64url") !== value) return;
+    if (raw.toString("base64url") !== value) return "invalid";
     const id = raw[1]!;
     const keys = this.keys;
     let plain: Buffer | null = null;
@@ -212,7 +214,7 @@ export class Sealer {
         used = i;
       }
     }
-    if (plain === null) return;
+    if (plain === null) return "invalid";
     const issued = plain.readUInt32BE(0);
     const lastSeen = plain.readUInt32BE(4);
     const data = plain.toString("utf8", TIMES);
@@ -221,11 +223,10 @@ export class Sealer {
     r.resealNeeded = used !== 0;
     const { maxAge, idle } = this.lifetimes;
     if ((maxAge > 0 && (nowSec - issued) * 1000 >= maxAge) || (idle > 0 && (nowSec - lastSeen) * 1000 >= idle)) {
-      r.status = "expired";
-      return;
+      return "expired";
     }
     r.data = data;
-    r.status = "ok";
+    return "ok";
   }
 
   /** plaintext, or null when this key does not authenticate the value */

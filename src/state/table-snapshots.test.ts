@@ -102,9 +102,9 @@ describe("save and load", () => {
     saveTables(a, () => {}, T0 + 1);
     const b = config(dir, { persist });
     const { lines, log } = logger();
-    loadTables(b, log, T0 + 2); // "old" idle 2 s: gone; "new" idle 1 s: kept
-    expect(tableOf(b).lookupString("old", T0 + 2)).toBe(-1);
-    expect(tableOf(b).lookupString("new", T0 + 2)).toBe(1);
+    loadTables(b, log, T0 + 3); // "old" idle 3 s (> 2): gone; "new" idle 2 s: kept (never early)
+    expect(tableOf(b).lookupString("old", T0 + 3)).toBe(-1);
+    expect(tableOf(b).lookupString("new", T0 + 3)).toBe(1);
     expect(lines[0]).toContain("loaded 1 sessions");
     expect(lines[0]).toContain("dropped 1");
   });

@@ -30,8 +30,12 @@ interface Setup {
   haproxy: string;
   /** indices of servers configured disabled (Latch `disabled = true`, HAProxy `disabled`) */
   disabled?: number[];
-  /** the backends' answer; default: 200 with X-Server and `extraHeaders(name, req)` */
+  /** the backends' answer; default: 200 with X-Server and Cache-Control: max-age=60 */
   respond?: Respond;
+  /** more of Latch's [backend.app] (e.g. [[backend.app.ignore_persist]] tables) */
+  latchBackend?: string;
+  /** more HAProxy directives in the `listen` section (acl, ignore-persist) */
+  haproxyExtra?: string;
 }
 
 interface Sent {
@@ -39,6 +43,8 @@ interface Sent {
   path?: string;
   cookie?: string;
   body?: string;
+  /** more request header lines, each ending in \r\n */
+  headers?: string;
 }
 
 interface Got {
@@ -132,7 +138,7 @@ function haproxyListen(s: Setup, ports: number[]): string {
     bind 127.0.0.1:{PORT}
     balance roundrobin
     option redispatch
-    ${s.haproxy.trim().split("\n").join("\n    ")}
+    ${`${s.haproxyExtra ?? ""}\n${s.haproxy}`.trim().split("\n").join("\n    ")}
 ${SERVERS.map((id, i) => `    server ${id} 127.0.0.1:${ports[i]} cookie ${id}${s.disabled?.includes(i) ? " disabled" : ""}`).join("\n")}
 `;
 }
@@ -143,7 +149,7 @@ async function startProxy(proxy: ProxyName, s: Setup, ports: number[]): Promise<
     simpleConfig({
       servers: SERVERS.map((id, i) => ({ id, port: ports[i]!, extra: s.disabled?.includes(i) ? "disabled = true" : "" })),
       balance: "roundrobin",
-      backendExtra: `failover = "redispatch"`,
+      backendExtra: `failover = "redispatch"\n${s.latchBackend ?? ""}`,
       persist: s.latch,
     }),
   );
@@ -177,6 +183,7 @@ async function runCase(proxy: ProxyName, c: Case): Promise<void> {
         port,
         `${method} ${s.path ?? "/page"} HTTP/1.1\r\nHost: shop.example\r\n` +
           (s.cookie !== undefined ? `Cookie: ${s.cookie}\r\n` : "") +
+          (s.headers ?? "") +
           (method === "POST" ? `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n` : "") +
           `\r\n${body}`,
       );
@@ -251,6 +258,13 @@ stick store-response res.cook(PHPSESSID)
 stick on req.cook(PHPSESSID)`,
   respond: phpSession(),
 };
+
+/** ignore_persist for load generators, as in seeds/003 (case-sensitive on both sides) */
+const IGNORE_AB: Partial<Setup> = {
+  latchBackend: `[[backend.app.ignore_persist]]\nheader = "User-Agent"\ncontains = "ApacheBench"`,
+  haproxyExtra: `acl ab hdr_sub(User-Agent) ApacheBench\nignore-persist if ab`,
+};
+const AB = "User-Agent: ApacheBench/2.3\r\n";
 
 const CASES: Case[] = [
   // ---------------------------------------------------------------- insert
@@ -343,7 +357,7 @@ const CASES: Case[] = [
   {
     name: "insert postonly: GET responses carry no cookie, the POST response does",
     setup: insertWith("postonly = true", "postonly"),
-    async run({ send }) {
+    async run({ proxy, send }) {
       const g1 = await send();
       expect(g1.server).toBe("ap01");
       expect(g1.setCookie).toEqual([]);
@@ -351,7 +365,10 @@ const CASES: Case[] = [
       const post = await send({ path: "/login", body: "user=x" });
       expect(post.server).toBe("ap02");
       expect(post.setCookie).toEqual(["SRV=ap02; path=/"]);
-      expect(post.cacheControl).toEqual(["max-age=60", "private"]);
+      // DIFFERENCE (see the nocache case): HAProxy never counts a response to POST as
+      // cacheable, so its nocache adds no private there; Latch marks every response that
+      // carries the inserted cookie.
+      expect(post.cacheControl).toEqual(proxy === "haproxy" ? ["max-age=60"] : ["max-age=60", "private"]);
       const g2 = await send({ cookie: "SRV=ap02" });
       expect(g2.server).toBe("ap02");
       expect(g2.setCookie).toEqual([]);
@@ -401,9 +418,10 @@ const CASES: Case[] = [
     // HAProxy adds it only when it judges the response cacheable: explicit freshness
     // (max-age, Expires, Last-Modified) and no private/no-cache/no-store; a response with no
     // caching headers at all, or only `public`/`must-revalidate`, gets the cookie and no
-    // private. Latch adds private to every response carrying the inserted cookie unless it is
-    // already private/no-cache/no-store (SPEC §4.1: a shared cache may still store a
-    // response without freshness information heuristically).
+    // private; nor does a response to POST (postonly case). Latch adds private to every
+    // response carrying the inserted cookie unless it is already private/no-cache/no-store
+    // (SPEC §4.1; a shared cache may still store a response without freshness information
+    // heuristically).
     name: "insert nocache: which responses get Cache-Control: private (differs)",
     setup: {
       ...INSERT,
@@ -480,6 +498,24 @@ const CASES: Case[] = [
     },
   },
 
+  {
+    name: "insert ignore_persist (ignore-persist): a load generator's cookie is not followed and nothing is inserted",
+    setup: { ...INSERT, ...IGNORE_AB },
+    async run({ send }) {
+      const got: (string | undefined)[] = [];
+      for (let i = 0; i < 2; i++) {
+        const r = await send({ cookie: "a=1; SRV=ap02", headers: AB });
+        got.push(r.server);
+        expect(r.setCookie).toEqual([]);
+        expect(r.cacheControl).toEqual(["max-age=60"]);
+        expect(r.backendCookie).toBe("a=1");
+      }
+      expect(got).toEqual(["ap01", "ap02"]);
+      // others still persist
+      expect((await send({ cookie: "SRV=ap02" })).server).toBe("ap02");
+    },
+  },
+
   // ---------------------------------------------------------------- prefix
   {
     name: "prefix: the backend's PHPSESSID=xyz123 reaches the client as ap01~xyz123",
@@ -504,6 +540,10 @@ const CASES: Case[] = [
       const mixed = await send({ cookie: "a=1; PHPSESSID=ap02~abc; b=2" });
       expect(mixed.server).toBe("ap02");
       expect(mixed.backendCookieRaw).toBe("a=1; PHPSESSID=abc; b=2");
+      // only the first "~" ends the prefix
+      const tildes = await send({ cookie: "PHPSESSID=ap02~b~c" });
+      expect(tildes.server).toBe("ap02");
+      expect(tildes.backendCookieRaw).toBe("PHPSESSID=b~c");
       // an empty application value keeps its (empty) pair
       const empty = await send({ cookie: "PHPSESSID=ap02~" });
       expect(empty.server).toBe("ap02");
@@ -521,16 +561,41 @@ const CASES: Case[] = [
     },
   },
   {
-    // A prefix naming no server (e.g. a server since removed): balanced, and the prefix is
-    // still the proxy's, so the application gets its own value back (shared PHP sessions
-    // keep working on the new server).
-    name: "prefix: an unknown server prefix is balanced and stripped",
+    // DIFFERENCE: a prefix naming no server (a server since removed, `~abc`, another case).
+    // Both balance and prefix the answer with the server that took it. HAProxy takes
+    // everything up to the first "~" as its own prefix and strips it whatever it names, so
+    // the application gets `abc` back (a shared session store keeps the user logged in on the
+    // new server). Latch strips only a prefix naming one of its servers and passes any other
+    // value untouched ("not ours"; asserted too in persist-modes.test.ts), so the application
+    // sees `ap09~abc`, an unknown session.
+    name: "prefix: an unknown server prefix is balanced (differs: HAProxy strips it, Latch passes it)",
     setup: PREFIX,
+    async run({ proxy, send }) {
+      const order = ["ap01", "ap02", "ap01"];
+      const values = ["ap09~abc", "~abc", "AP01~abc"];
+      for (const [i, value] of values.entries()) {
+        const r = await send({ cookie: `a=1; PHPSESSID=${value}` });
+        expect(r.server).toBe(order[i]);
+        expect(r.setCookie).toEqual([`PHPSESSID=${order[i]}~xyz123; path=/`]);
+        expect(r.backendCookieRaw).toBe(proxy === "haproxy" ? "a=1; PHPSESSID=abc" : `a=1; PHPSESSID=${value}`);
+      }
+    },
+  },
+  {
+    // ignore-persist on prefix: the request is balanced but its prefix is still the
+    // proxy's and is stripped; the answer's cookie is passed unprefixed (HAProxy
+    // SF_IGNORE_PRST; Latch: c.persistRes).
+    name: "prefix ignore_persist: balanced, prefix still stripped, response cookie not prefixed",
+    setup: { ...PREFIX, ...IGNORE_AB },
     async run({ send }) {
-      const r = await send({ cookie: "PHPSESSID=ap09~abc" });
-      expect(r.server).toBe("ap01");
-      expect(r.backendCookieRaw).toBe("PHPSESSID=abc");
-      expect(r.setCookie).toEqual(["PHPSESSID=ap01~xyz123; path=/"]);
+      const got: (string | undefined)[] = [];
+      for (let i = 0; i < 2; i++) {
+        const r = await send({ cookie: "a=1; PHPSESSID=ap02~abc", headers: AB });
+        got.push(r.server);
+        expect(r.backendCookieRaw).toBe("a=1; PHPSESSID=abc");
+        expect(r.setCookie).toEqual(["PHPSESSID=xyz123; path=/"]);
+      }
+      expect(got).toEqual(["ap01", "ap02"]);
     },
   },
   {
@@ -639,6 +704,33 @@ const CASES: Case[] = [
       }
       expect(got).toEqual(["ap01", "ap01", "ap01"]);
       expect(fresh).toEqual(["ap02", "ap01", "ap02"]);
+    },
+  },
+  {
+    // DIFFERENCE: HAProxy 2.x `ignore-persist` acts on cookie persistence only; stick-table
+    // rules (the appsession replacement) still store and match for the ignored request, so
+    // the table grows with every load-generator session (what seeds/003 used ignore-persist
+    // on appsession to avoid). Latch's ignore_persist covers the learned table too: an
+    // ignored request neither follows nor creates an entry (SPEC §4 shared rules).
+    name: "learn ignore_persist (differs: HAProxy's ignore-persist does not apply to stick tables)",
+    setup: { ...LEARN_REQ, ...IGNORE_AB },
+    async run({ proxy, send }) {
+      const ab = await send({ headers: AB });
+      expect(ab.server).toBe("ap01");
+      expect(ab.setCookie).toEqual(["PHPSESSID=ap01-1; path=/"]); // passed untouched on both
+      const abAgain: (string | undefined)[] = [];
+      for (let i = 0; i < 2; i++) abAgain.push((await send({ cookie: "PHPSESSID=ap01-1", headers: AB })).server);
+      const browser: (string | undefined)[] = [];
+      for (let i = 0; i < 2; i++) browser.push((await send({ cookie: "PHPSESSID=ap01-1" })).server);
+      if (proxy === "haproxy") {
+        // learnt from the ignored request's response, and followed by ignored requests
+        expect(abAgain).toEqual(["ap01", "ap01"]);
+        expect(browser).toEqual(["ap01", "ap01"]);
+      } else {
+        // nothing learnt, nothing followed: balanced; the browser's own request then binds it
+        expect(abAgain).toEqual(["ap02", "ap01"]);
+        expect(browser).toEqual(["ap02", "ap02"]);
+      }
     },
   },
   {

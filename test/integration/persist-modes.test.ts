@@ -288,6 +288,20 @@ describe("learn (HAProxy appsession, Pound COOKIE)", () => {
     expect(table().stats.inserts).toBe(2);
   });
 
+  test('a quoted value (PHPSESSID="q-123", RFC 6265) is the same session set and sent back', async () => {
+    const port = setup({
+      persist: LEARN,
+      app: (id, req) => (cookieIn(req.head, "PHPSESSID") === undefined ? reply(id, ['Set-Cookie: PHPSESSID="q-123"; Path=/']) : reply(id)),
+    });
+    const r = await get(port);
+    expect(served(r)).toBe("ap01");
+    expect(r.all("set-cookie")).toEqual(['PHPSESSID="q-123"; Path=/']);
+    for (let i = 0; i < 3; i++) {
+      expect(served(await get(port, { cookie: 'PHPSESSID="q-123"' }))).toBe("ap01");
+      expect(cookieLines(lastHead(0)).at(-1)).toBe('Cookie: PHPSESSID="q-123"');
+    }
+  });
+
   test("request_learn = false: a cookie the table never saw is balanced and not learned", async () => {
     const port = setup({ persist: LEARN, app: phpApp() });
     const seen: string[] = [];
@@ -603,15 +617,17 @@ describe("param + an Engine.IO / Socket.IO client", () => {
     return { sid, statuses };
   }
 
-  test("every request of each client lands on the server that issued its sid (9 clients, 3 servers, concurrently)", async () => {
+  // 8 clients, not a multiple of 3: were the sid not learned from the handshake's cookie, the
+  // first polls would be balanced onto other servers than the handshakes (and get a 400)
+  test("every request of each client lands on the server that issued its sid (8 clients, 3 servers, concurrently)", async () => {
     const issued = new Map<string, string>();
     const port = setup({ persist: PARAM, ids: ["io1", "io2", "io3"], app: engineIo(issued) });
-    const results = await Promise.all(Array.from({ length: 9 }, () => client(port)));
+    const results = await Promise.all(Array.from({ length: 8 }, () => client(port)));
     for (const r of results) expect(r.statuses).toEqual([200, 200, 200, 200, 200, 200, 200]);
     // handshakes were balanced across the three servers
     const per = new Map<string, number>();
     for (const id of issued.values()) per.set(id, (per.get(id) ?? 0) + 1);
-    expect([...per.entries()].sort()).toEqual([["io1", 3], ["io2", 3], ["io3", 3]]);
+    expect([...per.entries()].sort()).toEqual([["io1", 3], ["io2", 3], ["io3", 2]]);
     // each request carrying a sid reached the server that issued it; the upgrade request too
     const bySid = new Map<string, { server: string; line: string }[]>();
     for (const b of backends) {
@@ -623,14 +639,14 @@ describe("param + an Engine.IO / Socket.IO client", () => {
         bySid.set(sid, [...(bySid.get(sid) ?? []), { server: id, line }]);
       }
     }
-    expect(bySid.size).toBe(9);
+    expect(bySid.size).toBe(8);
     for (const { sid } of results) {
       const reqs = bySid.get(sid)!;
       expect(reqs.length).toBe(6);
       expect(new Set(reqs.map((r) => r.server))).toEqual(new Set([issued.get(sid)!]));
       expect(reqs.some((r) => r.line.includes("transport=websocket"))).toBe(true);
     }
-    expect(table().stats.size).toBe(9);
+    expect(table().stats).toMatchObject({ size: 8, inserts: 8, rebinds: 0 });
   });
 
   // which server a recording backend is (its port identifies it in this test's setup)
