@@ -128,6 +128,36 @@ export function cpuMicros(root: number): number {
   return (ticks * 1e6) / CLK_TCK;
 }
 
+/** CPU time a process tree actually ran, in microseconds, at nanosecond precision: the sum of
+ *  sum_exec_runtime over its threads (/proc/<pid>/task/<tid>/schedstat). Threads that already
+ *  exited are not counted. Without CONFIG_IRQ_TIME_ACCOUNTING this includes the softirq work
+ *  (loopback TCP receive) the kernel did in the process's context. */
+export function runtimeUs(root: number): number {
+  let ns = 0;
+  for (const pid of processTree(root)) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        try {
+          ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "latin1").split(" ")[0]);
+        } catch {}
+      }
+    } catch {}
+  }
+  return ns / 1000;
+}
+
+/** pid of a kernel thread by name (e.g. "ksoftirqd/0"), or null. */
+export function kthreadPid(name: string): number | null {
+  for (const d of readdirSync("/proc")) {
+    const pid = Number(d);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, "latin1").trim() === name) return pid;
+    } catch {}
+  }
+  return null;
+}
+
 /** Jiffies per CPU line of /proc/stat: [all, cpu0, cpu1, ...]. With IRQ time accounting
  *  (as here) softirq time - most of loopback TCP's receive path - is in `irq`, not in any
  *  process's utime/stime. */

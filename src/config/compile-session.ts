@@ -52,7 +52,8 @@ function compileSession(name: string, s: SessionInput, path: KeyPath, stateDir: 
   let redis = DEFAULT_REDIS_URL;
   if (s.redis !== undefined) {
     if (s.store !== "redis") bad(["redis"], `redis is only used by store = "redis"`);
-    else if (!redisUrl(s.redis)) bad(["redis"], `"${s.redis}" is not a Redis URL (redis://host:port, rediss://host:port for TLS)`);
+    // not echoed: a URL may carry a password
+    else if (!redisUrl(s.redis)) bad(["redis"], `the value is not a Redis URL (redis://[user:password@]host:port[/db], rediss://... for TLS)`);
     else redis = s.redis;
   }
 

@@ -147,16 +147,20 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
       return;
     }
     case "prefix": {
+      // As HAProxy: the part before the first '~' (all of it without one) names the server;
+      // everything up to and including the first '~' is the proxy's and is stripped, whatever
+      // it names, so the application always gets its own value back.
       if (!findCookie(buf, h, p.cookieBytes)) return;
-      const tilde = buf.indexOf(126, found.valS); // '~'
-      if (tilde < 0 || tilde >= found.valE) return; // not ours: passed untouched
-      const idx = p.byValue.get(buf.latin1Slice(found.valS, tilde));
-      if (idx === undefined) return;
-      // the backend sees its own value: strip "<server>~"
-      pd.cutHdr = found.header;
-      pd.cutS = found.valS;
-      pd.cutE = tilde + 1;
-      if (!pd.ignored) take(b, idx, buf, h, pathStart, c);
+      let tilde = buf.indexOf(126, found.valS); // '~'
+      if (tilde >= found.valE) tilde = -1;
+      if (tilde >= 0) {
+        pd.cutHdr = found.header;
+        pd.cutS = found.valS;
+        pd.cutE = tilde + 1;
+      }
+      if (pd.ignored) return;
+      const idx = p.byValue.get(buf.latin1Slice(found.valS, tilde < 0 ? found.valE : tilde));
+      if (idx !== undefined) take(b, idx, buf, h, pathStart, c);
       return;
     }
     case "rewrite": {

@@ -182,7 +182,8 @@ export class SessionManager {
   sqlite(): SqliteStore {
     if (this.closed) throw new Error(`session "${this.name}" is closed`);
     if (this.sqliteStore === null) {
-      this.sqliteStore = new SqliteStore(this.options.file);
+      const { idle, maxAge } = this.options;
+      this.sqliteStore = new SqliteStore(this.options.file, idle > 0 ? "last_seen" : maxAge > 0 ? "created" : null);
       const every = this.options.sweepEvery ?? 60_000;
       if (every > 0) {
         this.sweepTimer = setInterval(() => this.sweep(), every);

@@ -94,9 +94,10 @@ export class RedisStore {
     return await bounded(this.redis().pttl(this.key(id)));
   }
 
-  /** Renewal: the new id holds the session, then the old one is deleted (both pipelined). */
+  /** Renewal: the new id holds the session, then the old one is deleted (in that order: a failure loses nothing). */
   async replace(oldId: string, newId: string, rec: RedisRecord, ttlMs: number): Promise<void> {
-    await Promise.all([this.put(newId, rec, ttlMs), this.delete(oldId)]);
+    await this.put(newId, rec, ttlMs);
+    await this.delete(oldId);
   }
 
   close(): void {

@@ -1,7 +1,7 @@
 // store = "sqlite" against a real database file in a temporary directory.
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isId } from "./id.ts";
@@ -31,6 +31,7 @@ describe("SqliteStore", () => {
     st.insert("id1", "a=1", 100, 100);
     expect(st.get("id1")).toEqual({ data: "a=1", created: 100, last_seen: 100 });
     st.close();
+    expect(statSync(file).mode & 0o777).toBe(0o600);
     const db = new Database(file, { readonly: true });
     expect(db.query("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
     expect(db.query("SELECT id, data, created, last_seen FROM sessions").all()).toEqual([{ id: "id1", data: "a=1", created: 100, last_seen: 100 }]);
@@ -61,11 +62,31 @@ describe("SqliteStore", () => {
     st.insert("fresh", "a=1", 1000, 1990);
     st.insert("idle", "a=1", 1000, 1400); // idle 600 s at 2000
     st.insert("old", "a=1", 100, 1999); // 1900 s old at 2000
-    expect(st.sweep(2000, 600, 1800)).toBe(2);
+    // idle limit: by last_seen (a row past max_age is deleted when presented, or goes idle)
+    expect(st.sweep(2000, 600, 1800)).toBe(1);
+    expect(st.get("idle")).toBeNull();
+    // max_age only: by created
+    expect(st.sweep(2000, 0, 1800)).toBe(1);
+    expect(st.get("old")).toBeNull();
     expect(st.get("fresh")).not.toBeNull();
-    expect(st.count()).toBe(1);
     expect(st.sweep(2000, 0, 0)).toBe(0);
     st.close();
+  });
+
+  test("one index, the one the sweep uses", () => {
+    const file = join(dir, "index.sqlite");
+    const indexes = () => {
+      const db = new Database(file, { readonly: true });
+      const names = db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'sessions_%' ORDER BY name").all();
+      db.close();
+      return names;
+    };
+    new SqliteStore(file, "last_seen").close();
+    expect(indexes()).toEqual([{ name: "sessions_last_seen" }]);
+    new SqliteStore(file, "created").close();
+    expect(indexes()).toEqual([{ name: "sessions_created" }]);
+    new SqliteStore(file, null).close();
+    expect(indexes()).toEqual([]);
   });
 });
 

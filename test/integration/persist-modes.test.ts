@@ -162,18 +162,28 @@ describe("prefix (HAProxy cookie PHPSESSID prefix)", () => {
     expect(cookieLines(lastHead(1))).toEqual(["Cookie: a=1", "Cookie: c=3;PHPSESSID=q9;d=4"]);
   });
 
-  test("a value without ~ or with an unknown prefix passes untouched and is balanced", async () => {
+  test("as HAProxy: an unknown prefix is balanced and still stripped; a value without ~ passes untouched", async () => {
     const port = setup({ persist: PREFIX, app: phpApp() });
-    for (const value of ["plainvalue", "ap09~xyz123", "~xyz123", "AP01~xyz123"]) {
+    for (const [value, seenByBackend] of [
+      ["plainvalue", "plainvalue"],
+      ["ap09~xyz123", "xyz123"],
+      ["~xyz123", "xyz123"],
+      ["AP01~xyz123", "xyz123"],
+    ]) {
       const seen: string[] = [];
       for (let i = 0; i < 4; i++) {
         const r = await get(port, { cookie: `a=1; PHPSESSID=${value}` });
         seen.push(served(r)!);
         const i0 = served(r) === "ap01" ? 0 : 1;
-        expect(cookieLines(lastHead(i0))).toEqual([`Cookie: a=1; PHPSESSID=${value}`]);
+        expect(cookieLines(lastHead(i0))).toEqual([`Cookie: a=1; PHPSESSID=${seenByBackend}`]);
       }
       expect(seen.sort()).toEqual(["ap01", "ap01", "ap02", "ap02"]);
     }
+  });
+
+  test("as HAProxy: a value without ~ equal to a server's value routes there", async () => {
+    const port = setup({ persist: PREFIX, app: phpApp() });
+    for (let i = 0; i < 3; i++) expect(served(await get(port, { cookie: "PHPSESSID=ap02" }))).toBe("ap02");
   });
 
   test("persisted server down: redispatched, and the new server's Set-Cookie gets the new prefix", async () => {
