@@ -146,6 +146,57 @@ export function runtimeUs(root: number): number {
   return ns / 1000;
 }
 
+/** Run time (us) of every thread on the machine by "pid/tid", with what the process is. */
+export type ThreadSnap = Map<string, { us: number; pid: number; what: string; kernel: boolean }>;
+export function allThreadsUs(): ThreadSnap {
+  const m: ThreadSnap = new Map();
+  for (const p of readdirSync("/proc")) {
+    if (!/^\d+$/.test(p)) continue;
+    let what = "?", kernel = false;
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, "latin1");
+      kernel = cmd.length === 0;
+      what = kernel ? readFileSync(`/proc/${p}/comm`, "latin1").trim() : cmd.split("\0").filter(Boolean).map((x) => x.slice(x.lastIndexOf("/") + 1)).join(" ").slice(0, 60);
+    } catch {
+      continue;
+    }
+    try {
+      for (const t of readdirSync(`/proc/${p}/task`)) {
+        try {
+          const us = Number(readFileSync(`/proc/${p}/task/${t}/schedstat`, "latin1").split(" ")[0]) / 1000;
+          m.set(`${p}/${t}`, { us, pid: Number(p), what, kernel });
+        } catch {}
+      }
+    } catch {}
+  }
+  return m;
+}
+
+/**
+ * CPU used between two snapshots by processes outside `ours`, in % of one CPU: user-space
+ * processes (other sessions, daemons) and kernel threads (kworkers: background noise of
+ * the VM, present on an idle machine too), with the top user-space consumers named.
+ */
+export function foreignCpu(a: ThreadSnap, b: ThreadSnap, wallUs: number, ours: Set<number>): { userPct: number; kernelPct: number; top: string[] } {
+  const byProc = new Map<number, { d: number; what: string; kernel: boolean }>();
+  for (const [k, v] of b) {
+    if (ours.has(v.pid)) continue;
+    const d = v.us - (a.get(k)?.us ?? 0);
+    if (d <= 0) continue;
+    const e = byProc.get(v.pid) ?? { d: 0, what: v.what, kernel: v.kernel };
+    e.d += d;
+    byProc.set(v.pid, e);
+  }
+  let user = 0, kernel = 0;
+  for (const e of byProc.values()) if (e.kernel) kernel += e.d; else user += e.d;
+  const top = [...byProc.entries()]
+    .filter(([, e]) => !e.kernel && e.d > wallUs * 0.02)
+    .sort((x, y) => y[1].d - x[1].d)
+    .slice(0, 3)
+    .map(([pid, e]) => `"${e.what}"[${pid}] ${((100 * e.d) / wallUs).toFixed(0)}%`);
+  return { userPct: (100 * user) / wallUs, kernelPct: (100 * kernel) / wallUs, top };
+}
+
 /** pid of a kernel thread by name (e.g. "ksoftirqd/0"), or null. */
 export function kthreadPid(name: string): number | null {
   for (const d of readdirSync("/proc")) {

@@ -38,7 +38,7 @@ import { cpus, release, loadavg } from "node:os";
 import { join } from "node:path";
 import {
   ROOT, BUN, envInt, NCPU, CLK_TCK, pinning, type Child, children, makeTmp, start, alive, tail,
-  runtimeUs, kthreadPid, procStat, tcpCounters, cleanup, isCleaning, freePort, waitListening, version, f1, fInt, pad,
+  runtimeUs, kthreadPid, allThreadsUs, foreignCpu, processTree, procStat, tcpCounters, cleanup, isCleaning, freePort, waitListening, version, f1, fInt, pad,
 } from "../e2e/lib.ts";
 
 // ---------------------------------------------------------------------------- settings
@@ -373,7 +373,9 @@ type Round = {
   loadSideUsPerMsg: number; // backend + client CPU per message: the same work for every target
   cpuBusyPct: number[];
   irqPct: number[];
-  otherCpuPct: number;
+  otherCpuPct: number; // user-space processes that are not ours (other sessions, daemons), % of one CPU
+  kworkerCpuPct: number; // kernel threads other than ksoftirqd (background noise of the VM), % of one CPU
+  others: string[]; // the foreign processes that ran most during the round
   disturbed: boolean;
   tcp: Record<string, number>;
 };
@@ -388,9 +390,12 @@ async function echoRound(target: string, i: number, port: number, proxy: Child |
   try {
     await nextEvent(c, "connected", 20000);
     await nextEvent(c, "start", WARMUP_MS + 10000);
+    const ours = new Set<number>([process.pid, ...(KSOFTIRQD.filter((p) => p !== null) as number[])]);
+    for (const ch of children) if (alive(ch)) for (const p of processTree(ch.proc.pid)) ours.add(p);
     const p0 = proxy ? runtimeUs(proxy.proc.pid) : 0;
     const b0 = runtimeUs(backend.proc.pid);
     const k0 = ksoft();
+    const a0 = allThreadsUs();
     const s0 = procStat();
     const n0 = tcpCounters();
     const t0 = performance.now();
@@ -399,23 +404,19 @@ async function echoRound(target: string, i: number, port: number, proxy: Child |
     const s1 = procStat();
     const n1 = tcpCounters();
     const k1 = ksoft();
+    const a1 = allThreadsUs();
     const p1 = proxy ? runtimeUs(proxy.proc.pid) : 0;
     const b1 = runtimeUs(backend.proc.pid);
     await c.proc.exited;
     if (d.badLength) throw new Error(`${d.badLength} echoes of the wrong length`);
     const tcp: Record<string, number> = {};
     for (const k in n1) if (n1[k]! - (n0[k] ?? 0)) tcp[k] = n1[k]! - (n0[k] ?? 0);
-    const jiffyUs = 1e6 / CLK_TCK;
     const share = (f: (x: { task: number; irq: number }) => number) =>
       s1.slice(1).map((s, k) => (100 * (f(s) - f(s0[k + 1]!))) / Math.max(1, s.total - s0[k + 1]!.total));
     const proxyCpuUs = p1 - p0;
     const kd = k1.map((v, k) => v - k0[k]!);
     const ksoftUs = PIN && proxy ? kd[0]! : kd.reduce((a, b) => a + b, 0);
-    // busy ticks (tasks + irq/softirq) of all CPUs minus what we know is ours; on kernels without
-    // IRQ time accounting softirq ticks overlap the run time of the task they interrupted, hence both
-    const busyUs = (s1[0]!.task + s1[0]!.irq - s0[0]!.task - s0[0]!.irq) * jiffyUs;
-    const oursUs = proxyCpuUs + (b1 - b0) + d.cpuUs + kd.reduce((a, b) => a + b, 0);
-    const otherCpuPct = (100 * Math.max(0, busyUs - oursUs)) / wall;
+    const foreign = foreignCpu(a0, a1, wall, ours);
     const msgs = d.msgs as number;
     return {
       target,
@@ -432,8 +433,10 @@ async function echoRound(target: string, i: number, port: number, proxy: Child |
       loadSideUsPerMsg: (b1 - b0 + d.cpuUs) / Math.max(1, msgs),
       cpuBusyPct: share((x) => x.task + x.irq),
       irqPct: share((x) => x.irq),
-      otherCpuPct,
-      disturbed: otherCpuPct > OTHER_LIMIT,
+      otherCpuPct: foreign.userPct,
+      kworkerCpuPct: foreign.kernelPct,
+      others: foreign.top,
+      disturbed: foreign.userPct > OTHER_LIMIT,
       tcp,
     };
   } finally {
@@ -447,10 +450,10 @@ function printRound(r: Round) {
     `  ${pad(r.target, 8, false)} #${r.round}  ${pad(fInt(r.msgsPerSec), 9)} msg/s  rtt p50 ${pad(f1(r.p50us / 1000, 2), 6)} ms  p99 ${pad(f1(r.p99us / 1000, 2), 6)} ms  ` +
       `proxy ${pad(r.cpuUsPerMsg == null ? "-" : f1(r.cpuUsPerMsg, 2), 5)} us/msg (${r.proxyCpuPct == null ? "-" : f1(r.proxyCpuPct, 0)}% of a CPU)  ` +
       `ksoftirqd ${f1(r.ksoftirqdUsPerMsg, 2)}  clients+backend ${f1(r.loadSideUsPerMsg, 2)} us/msg  ` +
-      `busy ${r.cpuBusyPct.map((p) => f1(p, 0) + "%").join("/")} (irq ${r.irqPct.map((p) => f1(p, 0) + "%").join("/")})  other ${f1(r.otherCpuPct, 0)}%` +
+      `busy ${r.cpuBusyPct.map((p) => f1(p, 0) + "%").join("/")} (irq ${r.irqPct.map((p) => f1(p, 0) + "%").join("/")})  other ${f1(r.otherCpuPct, 0)}% kworkers ${f1(r.kworkerCpuPct, 0)}%` +
       (PIN && r.cpuBusyPct[1]! > 95 ? "  [CPU 1 full]" : "") +
       (PIN && r.proxyCpuPct != null && r.proxyCpuPct > 90 ? "  [proxy CPU-bound]" : "") +
-      (r.disturbed ? "  DISTURBED" : "") +
+      (r.disturbed ? `  DISTURBED${r.others.length ? " by " + r.others.join(", ") : ""}` : "") +
       (Object.keys(r.tcp).length ? `  tcp ${Object.entries(r.tcp).map(([k, v]) => `${k.replace(/^TCP/, "")}+${v}`).join(" ")}` : ""),
   );
 }
@@ -720,7 +723,8 @@ backend echo
       `\n  context; +ksoftirqd adds ${PIN ? "ksoftirqd/0 (CPU 0's deferred softirq work, caused by the proxy)" : "all ksoftirqd threads"}.` +
       ` CPU used = proxy run time / wall time.` +
       `\n  ctl us/msg = backend + client CPU per message (the same work for every target: when it moves, the machine moved).` +
-      `\n  other = CPU used by tasks that are not ours (other sessions, daemons) in % of one CPU; > ${OTHER_LIMIT}% = DISTURBED, repeated once.` +
+      `\n  other = CPU used by processes that are not ours (other sessions, daemons; from every thread's schedstat) in % of one CPU;` +
+      `\n  > ${OTHER_LIMIT}% = DISTURBED, repeated once. kworkers = kernel worker threads (background noise, ~15-20% on an idle VM here).` +
       (PIN
         ? `\n  direct runs client and backend on CPU 1 only, exactly as in the proxied rounds (where the proxy has CPU 0): the load` +
           `\n  side is the same, so msg/s ratios show what inserting the proxy costs the same client.`

@@ -93,12 +93,15 @@ update_header = "X-Replace-Session"
     expect(load(text).sessions.get("main")?.name).toBe("main");
   });
 
-  test("route session = (until the forwarding core uses it)", () => {
+  test("route session = gets the session's runtime; an unknown name is an error", () => {
     const text = `${configWith({ ROUTE: 'session = "main"' })}
 [session.main]
 passphrases = ["a passphrase of thirty characters"]
 `;
-    expectOne(text, 'session = "main"', "listen[0].route[0].session", 'session = "main" is not available yet in this build (proxy-managed sessions)');
+    const r = load(text).listeners[0]!.routes[0]!;
+    expect(r.session?.name).toBe("main");
+    expect(r.session?.store).toBe("cookie");
+    expectOne(configWith({ ROUTE: 'session = "nope"' }), 'session = "nope"', "listen[0].route[0].session", /no \[session.nope\]/);
   });
 
   test("route set_headers / remove_headers / websocket compile", () => {

@@ -459,8 +459,6 @@ function compileRoute(
   // the route's view of its [session.NAME]: Secure follows this listener's TLS unless set
   const session = r.session === undefined ? null : (sessions.get(r.session)?.runtime(tls) ?? null);
   if (r.session !== undefined && !sessions.has(r.session)) fail([...path, "session"], `no [session.${r.session}] table`);
-  // wired into the forwarding core later: until then a route may not use it
-  else if (r.session !== undefined) fail([...path, "session"], `session = "${r.session}" ${NOT_YET} (proxy-managed sessions)`);
   const headerRules: HeaderRule[] = [];
   for (const [name, value] of Object.entries(r.set_headers ?? {})) {
     const cookie = /^cookie:(.*)$/.exec(value);

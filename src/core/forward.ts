@@ -11,6 +11,7 @@
 
 import type { Socket, SocketHandler } from "bun";
 import type { CompiledBackend, CompiledListener, CompiledRoute, CompiledServer, HeaderRule, Limits, TablePersist } from "./types.ts";
+import type { SessionState } from "../session/types.ts";
 import {
   Head, H_OTHER, eqLower, findHeadEnd, hasBareLineBreak, parseRequestHead, parseResponseHead,
   H_DROP, H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_UPGRADE, H_PROXY_AUTHORIZATION,
@@ -94,6 +95,10 @@ export class ClientConn implements Timed {
   upgrade = false;
   /** after 101: both sockets are a byte pipe */
   tunnel = false;
+  /** proxy-managed session of the request in flight (route `session =`), for its response */
+  sess: SessionState | null = null;
+  /** a session opened asynchronously (redis) for the request waiting in `in` */
+  sessOpened: SessionState | null = null;
   deadline = 0;
   // --- the request in flight, kept for its response
   route: CompiledRoute | null = null;
@@ -455,6 +460,24 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
     upgrade = true;
   }
 
+  // --- proxy-managed session (mod_session): opened before anything is sent
+  const sess = route.session;
+  let sstate: SessionState | null = null;
+  if (sess !== null) {
+    if (c.sessOpened !== null) {
+      sstate = c.sessOpened; // this very head, parsed again once the store answered
+      c.sessOpened = null;
+    } else {
+      const v = findCookie(buf, h, sess.cookieName) ? buf.latin1Slice(found.valS, found.valE) : null;
+      const opened = sess.open(v, clock.now);
+      if (opened instanceof Promise) {
+        awaitSession(c, opened);
+        return;
+      }
+      sstate = opened;
+    }
+  }
+
   // --- persistence, then balancing
   let server: CompiledServer | null = null;
   if (p !== null) {
@@ -483,6 +506,10 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   for (let k = 0; k < h.count; k++) {
     if (rules.length > 0 && ruleNamesHeader(rules, buf, h.ns[k], h.ne[k])) {
       planCut(h.ns[k], h.le[k], null); // set_headers replace every incoming copy; remove_headers drop them
+      continue;
+    }
+    if (sess !== null && eqLower(buf, h.ns[k], h.ne[k], sess.headerLower)) {
+      planCut(h.ns[k], h.le[k], null); // the session header comes from Latch only
       continue;
     }
     switch (h.id[k]) {
@@ -518,6 +545,10 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
     planAddAll(CRLF);
   }
   if (rules.length > 0) addHeaderRules(rules, buf, h);
+  if (sstate !== null) {
+    const line = sess!.requestHeader(sstate);
+    if (line !== null) planAddAll(line);
+  }
 
   // --- body framing of the request
   const f = c.reqFraming;
@@ -539,6 +570,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   c.minor = h.minor;
   c.isHead = h.method === M_HEAD;
   c.upgrade = upgrade;
+  c.sess = sstate;
   c.keepAlive = h.minor >= 1 ? !h.connClose : h.connKeepAlive;
   c.insertFirst = p !== null && pd.insert ? pd.insertFirst : -1;
   c.persistRes = p !== null && !pd.ignored;
@@ -555,6 +587,23 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   c.deadline = f.done ? 0 : clock.now + lst.limits.clientIdle;
 
   dispatch(c, server, out);
+}
+
+/**
+ * A session store that answers asynchronously (redis): the request waits, unparsed, in
+ * `c.in`; once the store answers, the same head is parsed again and goes on with the session.
+ * Bytes arriving meanwhile queue behind it as pipelined input.
+ */
+function awaitSession(c: ClientConn, p: Promise<SessionState>): void {
+  counters.requests--; // counted again when the head is parsed again
+  c.busy = true;
+  c.deadline = 0;
+  p.then((st) => {
+    if (c.closed) return;
+    c.sessOpened = st;
+    c.busy = false;
+    processInput(c);
+  });
 }
 
 /** `redirect = "https"` listeners: 301 to the same host and target over https. */
@@ -910,7 +959,23 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   // an ignored request's response neither learns nor rewrites (HAProxy SF_IGNORE_PRST)
   const scName = c.persistRes ? setCookieName(p) : null;
   const learnHdr = c.persistRes ? learnHeaderName(p) : null;
+  const sess = c.sess !== null ? route.session : null;
+  let sessUpdate: string | null = null;
+  let sessRenew = false;
   for (let k = 0; k < h.count; k++) {
+    if (sess !== null && h.id[k] === H_OTHER) {
+      // the backend's word on the session: taken, never passed to the client
+      if (eqLower(buf, h.ns[k], h.ne[k], sess.updateHeaderLower)) {
+        sessUpdate = buf.latin1Slice(h.vs[k], h.ve[k]);
+        planCut(h.ns[k], h.le[k], null);
+        continue;
+      }
+      if (eqLower(buf, h.ns[k], h.ne[k], sess.renewHeaderLower)) {
+        sessRenew = true;
+        planCut(h.ns[k], h.le[k], null);
+        continue;
+      }
+    }
     switch (h.id[k]) {
       case H_CONNECTION:
       case H_UPGRADE:
@@ -949,7 +1014,18 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   if (p !== null && p.mode === "insert" && c.insertFirst >= 0 && !backendSetsCookie) {
     planAddAll(setCookieLine(p, b, c.server!.index, clock.sec, c.insertFirst));
     counters.persistInserts++;
-    if (p.nocache && cacheable) planAddAll(CC_PRIVATE);
+    if (p.nocache && cacheable) {
+      planAddAll(CC_PRIVATE);
+      cacheable = false;
+    }
+  }
+  if (sess !== null) {
+    const line = sess.commit(c.sess!, sessUpdate, sessRenew, clock.now);
+    c.sess = null;
+    if (line !== null) {
+      planAddAll(line);
+      if (cacheable) planAddAll(CC_PRIVATE); // a shared cache must never hand a session cookie to another user
+    }
   }
   if (!keep) {
     if (c.minor >= 1) planAddAll(CONN_CLOSE);

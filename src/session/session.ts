@@ -270,6 +270,7 @@ export class SessionManager {
     let rec: RedisRecord | null;
     try {
       rec = await this.redis().get(value);
+      this.redisDown = false;
     } catch (e) {
       this.failed(e);
       return new State("error", "", value, 0, 0, false);
@@ -301,7 +302,32 @@ export class SessionManager {
     return (maxAge > 0 && (nowSec - created) * 1000 >= maxAge) || (idle > 0 && (nowSec - lastSeen) * 1000 >= idle);
   }
 
+  /** Redis failed and has not answered since: issue no cookie for a session that could not be stored */
+  private redisDown = false;
+  /** Redis writes sent and not yet answered (see commitRedis) */
+  private readonly inflight = new Set<Promise<unknown>>();
+
+  /** Resolves once every Redis write sent so far has been answered (for a graceful stop, and tests). */
+  async settled(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.inflight.add(p);
+    p.then(
+      () => {
+        this.redisDown = false;
+        this.inflight.delete(p);
+      },
+      (e) => {
+        this.failed(e);
+        this.inflight.delete(p);
+      },
+    );
+  }
+
   private failed(e: unknown): void {
+    if (this.options.store === "redis") this.redisDown = true;
     this.stats.errors++;
     this.stats.lastError = e instanceof Error ? e.message : String(e);
   }
@@ -349,7 +375,7 @@ export class SessionManager {
     return p;
   }
 
-  commit(view: SessionView, s: SessionState, update: string | null, renew: boolean, nowMs: number): Uint8Array | null | Promise<Uint8Array | null> {
+  commit(view: SessionView, s: SessionState, update: string | null, renew: boolean, nowMs: number): Uint8Array | null {
     const nowSec = Math.floor(nowMs / 1000);
     const p = this.decide(s, update, renew, nowSec);
     if (p.kind === P_NOTHING) return null;
@@ -388,7 +414,13 @@ export class SessionManager {
     }
   }
 
-  private async commitRedis(
+  /**
+   * Redis writes are sent without waiting: the id and the Set-Cookie line do not depend on
+   * Redis's answer, and the client's next request reads through the same auto-pipelined
+   * connection, so its GET is queued behind this write. A failed write is counted and logged
+   * in stats; the client then finds no session (an empty one), never an error.
+   */
+  private commitRedis(
     view: SessionView,
     s: SessionState,
     kind: number,
@@ -397,23 +429,23 @@ export class SessionManager {
     fresh: boolean,
     nowSec: number,
     nowMs: number,
-  ): Promise<Uint8Array | null> {
-    // the plan object is reused by the next commit: its fields were copied into arguments
+  ): Uint8Array | null {
     try {
+      const store = this.redis();
       if (kind !== P_WRITE) {
-        if (kind === P_DELETE && s.id !== null) await this.redis().delete(s.id);
+        if (kind === P_DELETE && s.id !== null) this.track(store.delete(s.id));
         return view.deleteLine;
       }
-      const store = this.redis();
+      // Redis is failing: a cookie for a session that cannot be stored would only mislead
+      if (this.redisDown) return null;
       const rec = { data, created, lastSeen: nowSec };
       const ttl = this.ttlMs(created, nowMs);
       const old = s.status === "ok" ? s.id! : null;
       let id = old!;
       if (fresh) {
         id = newId();
-        if (old !== null) await store.replace(old, id, rec, ttl);
-        else await store.put(id, rec, ttl);
-      } else await store.put(id, rec, ttl);
+        this.track(old !== null ? store.replace(old, id, rec, ttl) : store.put(id, rec, ttl));
+      } else this.track(store.put(id, rec, ttl));
       return view.line(id, this.maxAgeSec(created, nowMs));
     } catch (e) {
       this.failed(e);
@@ -495,7 +527,11 @@ export class SessionView implements SessionRuntime {
     return Buffer.from(`${this.headerPrefix}${data}\r\n`, "latin1");
   }
 
-  commit(state: SessionState, update: string | null, renew: boolean, nowMs: number): Uint8Array | null | Promise<Uint8Array | null> {
+  settled(): Promise<void> {
+    return this.manager.settled();
+  }
+
+  commit(state: SessionState, update: string | null, renew: boolean, nowMs: number): Uint8Array | null {
     return this.manager.commit(this, state, update, renew, nowMs);
   }
 

@@ -6,7 +6,7 @@ import { Packr } from "msgpackr";
 import { isId } from "./id.ts";
 import { parseLine, sessionContract, sessionOptions, T0 } from "./session.case.ts";
 import { SessionManager } from "./session.ts";
-import type { SessionState } from "./types.ts";
+import type { SessionRuntime, SessionState } from "./types.ts";
 
 const BIN = Bun.which("redis-server");
 let server: Subprocess | null = null;
@@ -93,6 +93,12 @@ function manager(o: Parameters<typeof sessionOptions>[0] = {}): SessionManager {
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: false });
 const line = async (p: Uint8Array | null | Promise<Uint8Array | null>) => parseLine(await p).value;
+/** commit, then wait until its Redis write is answered (writes are sent without waiting) */
+async function commitSettled(r: SessionRuntime, s: SessionState, update: string | null, renew: boolean, now: number) {
+  const out = r.commit(s, update, renew, now);
+  await r.settled();
+  return out;
+}
 
 describe.skipIf(BIN === null)("redis-server", () => {
   sessionContract("redis", { make: (o) => manager(o), revocable: true });
@@ -100,7 +106,7 @@ describe.skipIf(BIN === null)("redis-server", () => {
   describe("store = redis sessions", () => {
     test("key latch:session:<name>:<id>, msgpack [data, created, lastSeen], TTL = idle", async () => {
       const r = manager().runtime(false);
-      const id = await line(r.commit(await r.open(null, T0), "user=alice", false, T0));
+      const id = await line(commitSettled(r, await r.open(null, T0), "user=alice", false, T0));
       expect(isId(id)).toBe(true);
       const stored = await raw.getBuffer(`latch:session:main:${id}`);
       expect(packr.unpack(stored!)).toEqual(["user=alice", T0 / 1000, T0 / 1000]);
@@ -114,7 +120,7 @@ describe.skipIf(BIN === null)("redis-server", () => {
       const m = manager({ idle: 3000, maxAge: 0, updateInterval: 1000 });
       const r = m.runtime(false);
       const now = Date.now();
-      const id = await line(r.commit(await r.open(null, now), "a=1", false, now));
+      const id = await line(commitSettled(r, await r.open(null, now), "a=1", false, now));
       const ttl = await raw.pttl(`latch:session:main:${id}`);
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(3000);
@@ -122,7 +128,7 @@ describe.skipIf(BIN === null)("redis-server", () => {
       await Bun.sleep(1100);
       const s = await r.open(id, Date.now());
       expect(s.status).toBe("ok");
-      expect(await line(r.commit(s, null, false, Date.now()))).toBe(id);
+      expect(await line(commitSettled(r, s, null, false, Date.now()))).toBe(id);
       expect(await raw.pttl(`latch:session:main:${id}`)).toBeGreaterThan(2500);
       await Bun.sleep(3100);
       expect(await raw.exists(`latch:session:main:${id}`)).toBe(false);
@@ -133,9 +139,9 @@ describe.skipIf(BIN === null)("redis-server", () => {
     test("max_age caps the TTL", async () => {
       const r = manager({ idle: 0, maxAge: 60 * 60_000 }).runtime(false);
       const s = await r.open(null, T0);
-      const id = await line(r.commit(s, "a=1", false, T0));
+      const id = await line(commitSettled(r, s, "a=1", false, T0));
       const later = await r.open(id, T0 + 50 * 60_000);
-      await r.commit(later, "a=2", false, T0 + 50 * 60_000);
+      await commitSettled(r, later, "a=2", false, T0 + 50 * 60_000);
       const ttl = await raw.pttl(`latch:session:main:${id}`);
       expect(ttl).toBeGreaterThan(10 * 60_000 - 5000);
       expect(ttl).toBeLessThanOrEqual(10 * 60_000);
@@ -143,17 +149,17 @@ describe.skipIf(BIN === null)("redis-server", () => {
 
     test("create, update, delete, renew in Redis", async () => {
       const r = manager().runtime(false);
-      const id = await line(r.commit(await r.open(null, T0), "user=alice", false, T0));
-      await r.commit(await r.open(id, T0 + 1000), "user=alice&cart=1", false, T0 + 1000);
+      const id = await line(commitSettled(r, await r.open(null, T0), "user=alice", false, T0));
+      await commitSettled(r, await r.open(id, T0 + 1000), "user=alice&cart=1", false, T0 + 1000);
       expect(packr.unpack((await raw.getBuffer(`latch:session:main:${id}`))!)[0]).toBe("user=alice&cart=1");
 
-      const renewed = await line(r.commit(await r.open(id, T0 + 2000), null, true, T0 + 2000));
+      const renewed = await line(commitSettled(r, await r.open(id, T0 + 2000), null, true, T0 + 2000));
       expect(renewed).not.toBe(id);
       expect(await raw.exists(`latch:session:main:${id}`)).toBe(false);
       expect(packr.unpack((await raw.getBuffer(`latch:session:main:${renewed}`))!)).toEqual(["user=alice&cart=1", T0 / 1000 + 2, T0 / 1000 + 2]);
       expect((await r.open(id, T0 + 3000)).status).toBe("invalid");
 
-      await r.commit(await r.open(renewed, T0 + 3000), "", false, T0 + 3000);
+      await commitSettled(r, await r.open(renewed, T0 + 3000), "", false, T0 + 3000);
       expect(await raw.exists(`latch:session:main:${renewed}`)).toBe(false);
     });
 
@@ -170,7 +176,7 @@ describe.skipIf(BIN === null)("redis-server", () => {
     test("two managers (two Latch processes) share sessions", async () => {
       const a = manager().runtime(false);
       const b = manager().runtime(true);
-      const id = await line(a.commit(await a.open(null, T0), "user=alice", false, T0));
+      const id = await line(commitSettled(a, await a.open(null, T0), "user=alice", false, T0));
       expect(await b.open(id, T0 + 1000)).toMatchObject({ status: "ok", data: "user=alice" });
     });
 
@@ -178,16 +184,16 @@ describe.skipIf(BIN === null)("redis-server", () => {
     test("Redis down: an empty session (status error), the client's cookie left alone, no exception; back up: sessions again", async () => {
       const m = manager();
       const r = m.runtime(false);
-      const id = await line(r.commit(await r.open(null, T0), "user=alice", false, T0));
+      const id = await line(commitSettled(r, await r.open(null, T0), "user=alice", false, T0));
       await stopServer();
       const t = performance.now();
       const s: SessionState = await r.open(id, T0 + 1000);
       expect(performance.now() - t).toBeLessThan(2500); // bounded, never hangs
       expect(s).toMatchObject({ status: "error", data: "" });
       expect(r.requestHeader(s)).toBeNull();
-      expect(await r.commit(s, null, false, T0 + 1000)).toBeNull();
-      expect(await r.commit(s, "user=mallory", false, T0 + 1000)).toBeNull();
-      expect(await r.commit(await r.open(null, T0), "a=1", false, T0)).toBeNull(); // could not store: no cookie
+      expect(await commitSettled(r, s, null, false, T0 + 1000)).toBeNull();
+      expect(await commitSettled(r, s, "user=mallory", false, T0 + 1000)).toBeNull();
+      expect(await commitSettled(r, await r.open(null, T0), "a=1", false, T0)).toBeNull(); // could not store: no cookie
       expect(m.stats.errors).toBeGreaterThan(0);
       expect(m.stats.lastError).not.toBe("");
 
@@ -200,7 +206,7 @@ describe.skipIf(BIN === null)("redis-server", () => {
         if (back.status !== "invalid") await Bun.sleep(250);
       }
       expect(back!.status).toBe("invalid");
-      const fresh = await line(r.commit(await r.open(null, T0), "user=alice", false, T0));
+      const fresh = await line(commitSettled(r, await r.open(null, T0), "user=alice", false, T0));
       expect(await r.open(fresh, T0 + 1000)).toMatchObject({ status: "ok", data: "user=alice" });
     }, 20_000);
   });

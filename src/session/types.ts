@@ -80,13 +80,14 @@ export interface SessionStats {
  *   2. if `requestHeader(state)` is not null, add that line to the request sent to the backend.
  *   3. response head: take and remove `updateHeaderLower` (its value; "" deletes the session)
  *      and `renewHeaderLower` (present = renew, whatever its value); then
- *      `line = commit(state, update, renew, now)` (a Promise when `async`), and add `line`
- *      to the response when it is not null. commit() never throws and never rejects.
+ *      `line = commit(state, update, renew, now)` (always synchronous: a Redis write is sent
+ *      without waiting, queued ahead of the client's next read on the same connection), and add
+ *      `line` to the response when it is not null. commit() never throws.
  */
 export interface SessionRuntime {
   readonly name: string;
   readonly store: SessionStoreKind;
-  /** true for redis: open() and commit() return Promises; false: they return plain values */
+  /** true for redis: open() returns a Promise; false: a plain value. commit() is always synchronous */
   readonly async: boolean;
   /** the session cookie's name, as text and as bytes for the cookie scan */
   readonly cookie: string;
@@ -112,5 +113,7 @@ export interface SessionRuntime {
    * not sent, "": delete the session); `renew`: the backend sent the renew header. Returns
    * the "Set-Cookie: ...\r\n" line to add to the response, or null for none.
    */
-  commit(state: SessionState, update: string | null, renew: boolean, nowMs: number): Uint8Array | null | Promise<Uint8Array | null>;
+  commit(state: SessionState, update: string | null, renew: boolean, nowMs: number): Uint8Array | null;
+  /** resolves once the store writes commit() sent have been answered */
+  settled(): Promise<void>;
 }
