@@ -4,9 +4,13 @@
 
 import { Proxy } from "./core/proxy.ts";
 import { setReporter } from "./core/report.ts";
+import { setAccessSink } from "./core/access.ts";
+import { reconfigureAccessLog, type AccessLog } from "./log/access-log.ts";
 import { ConfigError, loadConfigFile, loadConfigText, demoConfigText } from "./config/index.ts";
 import { startDemoBackends } from "./demo/backends.ts";
 import { carryTables, loadTables, saveTables, startPeriodicSaves } from "./state/table-snapshots.ts";
+import { runSupervisor, workerConfig, workerReady, workerSlot, workerTag } from "./supervisor.ts";
+import { HealthChecker } from "./health/checker.ts";
 import type { CompiledConfig } from "./core/types.ts";
 import pkg from "../package.json" with { type: "json" };
 
@@ -17,7 +21,7 @@ const USAGE = `usage:
   latch version               print the version`;
 
 function log(level: "info" | "warn" | "error", msg: string): void {
-  const line = `${new Date().toISOString()} ${level} ${msg}\n`;
+  const line = `${new Date().toISOString()} ${level} ${workerTag()}${msg}\n`;
   if (level === "info") process.stdout.write(line);
   else process.stderr.write(line);
 }
@@ -34,18 +38,29 @@ function loadOrExit(path: string): CompiledConfig {
   }
 }
 
+// The access log ([log]): the core hands each finished request to accessLog.push.
+let accessLog: AccessLog | null = null;
+function applyAccessLog(settings: CompiledConfig["log"]): void {
+  accessLog = reconfigureAccessLog(accessLog, settings, (msg) => log("warn", msg));
+  setAccessSink(accessLog === null ? null : accessLog.push);
+}
+
 function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => void = () => {}): Proxy {
   setReporter(log);
+  applyAccessLog(cfg.log);
   const proxy = new Proxy(cfg);
   loadTables(cfg, log); // learned sessions from the last run (seeds/003), before any request
   try {
-    proxy.start();
+    proxy.start({ reusePort: workerSlot() !== null }); // workers share the listeners (src/supervisor.ts)
   } catch (e) {
     log("error", (e as Error).message);
     process.exit(1);
   }
   const ports = proxy.ports();
   for (const l of cfg.listeners) log("info", `listening ${l.name} on ${l.tls ? "https" : "http"}://${l.host}:${ports[l.name]}`);
+  // active health checks ([backend.X.health]), off the hot path; the core only reads ServerState.up
+  const health = new HealthChecker(log);
+  health.start(cfg);
   let stopSaves = startPeriodicSaves(() => proxy.config, cfg.snapshotInterval, log);
   if (reloadFrom !== null) {
     process.on("SIGHUP", () => {
@@ -56,6 +71,8 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
         saveTables(old, log);
         carryTables(old, next, log);
         proxy.reload(next);
+        health.start(next); // stops the old checker first; carried-over servers keep their up/down
+        applyAccessLog(next.log); // and reopens the file (rotation: mv, then SIGHUP)
         if (next.snapshotInterval !== old.snapshotInterval) {
           stopSaves();
           stopSaves = startPeriodicSaves(() => proxy.config, next.snapshotInterval, log);
@@ -63,6 +80,7 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
         log("info", `reloaded ${reloadFrom}`);
       } catch (e) {
         log("error", `reload failed, keeping the running configuration: ${(e as Error).message}`);
+        accessLog?.reopen(); // log rotation works even with a broken config
       }
     });
   }
@@ -71,7 +89,10 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
     if (stopping) return;
     stopping = true;
     log("info", "stopping: no new connections, finishing the ones in flight");
+    health.stop();
     await proxy.stop(5000);
+    setAccessSink(null);
+    await accessLog?.close(2000); // what is batched, bounded: a stalled sink does not hold the exit
     stopSaves();
     // nothing is learned any more: the last word on disk
     const saved = saveTables(proxy.config, log);
@@ -81,6 +102,7 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  workerReady(ports); // a supervised worker: listening, signal handlers in place
   return proxy;
 }
 
@@ -119,7 +141,20 @@ function main(argv: string[]): void {
         return;
       }
       if (!arg) break;
-      runProxy(loadOrExit(arg), arg);
+      if (workerSlot() !== null) {
+        // a worker of a supervisor: the config text comes from it (src/supervisor.ts)
+        workerConfig(arg, log).then(
+          (cfg) => runProxy(cfg, arg),
+          (e) => {
+            process.stderr.write(`${workerTag()}${(e as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+        return;
+      }
+      const cfg = loadOrExit(arg);
+      if (cfg.workers > 1) runSupervisor(arg, log); // does not listen itself
+      else runProxy(cfg, arg);
       return;
     }
   }

@@ -22,7 +22,7 @@ function backend(kind: BalanceAlgo["kind"], weights: number[], active: number[])
     backup: false,
     maxconn: 0,
     cookieValue: `ap0${index + 1}`,
-    state: { up: true, admin: "ready", active: active[index]!, total: 0, failures: 0, rrCurrent: 0 },
+    state: { up: true, admin: "ready", active: active[index]!, total: 0, failures: 0, rrCurrent: 0, upSince: 0, lastChange: 0, checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
   }));
   const ring = buildRing(servers);
   const balance =
@@ -45,6 +45,8 @@ function backend(kind: BalanceAlgo["kind"], weights: number[], active: number[])
     ringServers: ring.servers,
     hashBoundFactor: 1.25,
     rr: { next: 0 },
+    queue: [],
+    health: null,
   };
 }
 

@@ -677,7 +677,7 @@ backend echo
 
   console.log(`\nEcho summary`);
   const head =
-    `  ${pad("", 10, false)}${pad("msg/s", 11)}${pad("min..max", 20)}${pad("p50 ms", 9)}${pad("p99 ms", 9)}${pad("CPU us/msg", 12)}` +
+    `  ${pad("", 10, false)}${pad("msg/s", 12)}${pad("min..max", 22)}${pad("p50 ms", 9)}${pad("p99 ms", 9)}${pad("CPU us/msg", 12)}` +
     pad("+ksoftirqd", 12) + pad("CPU used", 10) + pad("ctl us/msg", 12) + pad("disturbed", 11);
   console.log(head);
   console.log("  " + "-".repeat(head.length - 2));
@@ -685,7 +685,7 @@ backend echo
     const a = agg[name];
     console.log(
       a
-        ? `  ${pad(name, 10, false)}${pad(fInt(a.msgsPerSec), 11)}${pad(`${fInt(a.min)}..${fInt(a.max)}`, 20)}${pad(f1(a.p50us / 1000, 2), 9)}${pad(f1(a.p99us / 1000, 2), 9)}` +
+        ? `  ${pad(name, 10, false)}${pad(fInt(a.msgsPerSec), 12)}${pad(`${fInt(a.min)}..${fInt(a.max)}`, 22)}${pad(f1(a.p50us / 1000, 2), 9)}${pad(f1(a.p99us / 1000, 2), 9)}` +
             `${pad(a.cpuUsPerMsg == null ? "-" : f1(a.cpuUsPerMsg, 2), 12)}` +
             pad(withK(a) == null ? "-" : f1(withK(a), 2), 12) +
             pad(a.proxyCpuPct == null ? "-" : f1(a.proxyCpuPct, 0) + "%", 10) +

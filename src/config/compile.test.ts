@@ -118,15 +118,36 @@ passphrases = ["a passphrase of thirty characters"]
     expectOne(configWith({ ROUTE: 'set_headers = { "X-A" = "cookie:bad name" }' }), "set_headers", 'listen[0].route[0].set_headers.X-A', /after "cookie:" comes a cookie name/);
   });
 
-  test("[backend.NAME.health]", () => {
-    const text = configWith({ BACKEND: '[backend.app.health]\npath = "/healthz"\ninterval = "2s"\nrise = 2\nfall = 3' });
-    expectOne(text, "[backend.app.health]", "backend.app.health", "[backend.app.health]: active health checks are not available yet in this build");
+});
+
+describe("global.workers (several processes: see compile-workers.ts)", () => {
+  test('a number, or "auto" = one per core', () => {
+    expect(load(configWith({ GLOBAL: "workers = 4" })).workers).toBe(4);
+    expect(load(configWith({ GLOBAL: 'workers = "auto"' })).workers).toBe(navigator.hardwareConcurrency);
   });
 
-  test("workers other than 1 (multi-process comes with the operations issue)", () => {
-    const text = configWith({ GLOBAL: "workers = 4" });
-    expectOne(text, "workers", "global.workers", 'workers = 4 is not available yet in this build (use 1)');
-    expectOne(text.replace("workers = 4", 'workers = "auto"'), "workers", "global.workers", /not available yet/);
+  test("modes that carry the server in the request work with any number of workers", () => {
+    for (const mode of ['mode = "insert"', 'mode = "prefix"', 'mode = "rewrite"']) {
+      expect(load(configWith({ GLOBAL: "workers = 2" }).replace('mode = "insert"', mode)).workers).toBe(2);
+    }
+  });
+
+  test("a learned table (per process) with workers > 1 is refused, naming the backend", () => {
+    const learn = configWith({ GLOBAL: "workers = 2", PERSIST: "request_learn = true" }).replace('mode = "insert"', 'mode = "learn"');
+    expectOne(learn, 'mode = "learn"', "backend.app.persist.mode", /^backend "app": mode = "learn" keeps its learned table in each process's memory, and with workers = 2 the kernel gives each new connection to any worker \(reusePort\).*Use workers = 1, or a mode that carries the server in the request/);
+    const source = configWith({ GLOBAL: 'workers = "auto"' }).replace('mode = "insert"\n  cookie = "SRV"', 'mode = "source"');
+    expectOne(source, 'mode = "source"', "backend.app.persist.mode", /workers = "auto" \(\d+ here\).*different ports and reach different workers/);
+    for (const mode of ["header", "param"]) {
+      const text = configWith({ GLOBAL: "workers = 3" }).replace('mode = "insert"\n  cookie = "SRV"', `mode = "${mode}"\n  header = "X-Session"${mode === "param" ? '\n  url_param = "sid"' : ""}`);
+      expectOne(text, `mode = "${mode}"`, "backend.app.persist.mode", new RegExp(`mode = "${mode}" keeps its learned table`));
+    }
+    // one process: the table is the only one, nothing to refuse
+    expect(load(learn.replace("workers = 2", "workers = 1")).workers).toBe(1);
+  });
+
+  test("port 0 with workers > 1 is refused (each worker would get its own port)", () => {
+    const text = configWith({ GLOBAL: "workers = 2" }).replace("127.0.0.1:8080", "127.0.0.1:0");
+    expectOne(text, "127.0.0.1:0", "listen[0].bind", "port 0 with workers = 2: each worker would get a different free port; give the port");
   });
 });
 
@@ -365,7 +386,7 @@ describe("a full config compiles to the expected snapshot", () => {
     expect(c.stateDir).toBe("/etc/latch/state");
     expect(c.limits).toEqual({ maxHeadBytes: 16384, maxUrlBytes: 4096, maxHeaders: 50, clientIdle: 30_000, clientHead: 5000, maxTunnels: 0 });
     expect(c.admin).toEqual({ host: "127.0.0.1", port: 9090, token: "t0k" });
-    expect(c.log).toEqual({ access: true, format: "json" });
+    expect(c.log).toEqual({ access: true, format: "json", file: null });
     expect([...c.backends.keys()]).toEqual(["app", "api"]);
   });
 
@@ -408,17 +429,17 @@ describe("a full config compiles to the expected snapshot", () => {
       {
         index: 0, id: "ap01", host: "127.0.0.1", port: 9001, tls: false, authority: "127.0.0.1:9001", hostLine: bytes("Host: 127.0.0.1:9001\r\n"),
         weight: 3, backup: false, maxconn: 0, cookieValue: "ap01",
-        state: { up: true, admin: "ready", active: 0, total: 0, failures: 0, rrCurrent: 0 },
+        state: { up: true, admin: "ready", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
       },
       {
         index: 1, id: "ap02", host: "app2.internal", port: 443, tls: true, authority: "app2.internal", hostLine: bytes("Host: app2.internal\r\n"),
         weight: 1, backup: false, maxconn: 10, cookieValue: "b",
-        state: { up: true, admin: "drain", active: 0, total: 0, failures: 0, rrCurrent: 0 },
+        state: { up: true, admin: "drain", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
       },
       {
         index: 2, id: "ap03", host: "127.0.0.1", port: 9003, tls: false, authority: "127.0.0.1:9003", hostLine: bytes("Host: 127.0.0.1:9003\r\n"),
         weight: 1, backup: true, maxconn: 0, cookieValue: "ap03",
-        state: { up: true, admin: "maint", active: 0, total: 0, failures: 0, rrCurrent: 0 },
+        state: { up: true, admin: "maint", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
       },
     ]);
     expect(api.servers[0]).toMatchObject({ host: "::1", port: 7001, authority: "[::1]:7001" });
@@ -518,7 +539,7 @@ describe("insert details", () => {
     expect(c.stateDir).toBe("/etc/latch/.latch");
     expect(c.limits).toEqual({ maxHeadBytes: 32768, maxUrlBytes: 8192, maxHeaders: 100, clientIdle: 60_000, clientHead: 10_000, maxTunnels: 0 });
     expect(c.admin).toBeNull();
-    expect(c.log).toEqual({ access: false, format: "combined" });
+    expect(c.log).toEqual({ access: false, format: "combined", file: null });
     const b = c.backends.get("app")!;
     expect(b.timeouts).toEqual({ connect: 5000, server: 30_000, tunnel: 3_600_000, queue: 5000, poolIdle: 30_000 });
     expect(b.failover).toBe("redispatch");
@@ -569,5 +590,42 @@ describe("every persistence mode compiles", () => {
 
   test("route: servers without `route` take no part; none at all is an error", () => {
     expectOne(withMode("route", 'url_param = "jsessionid"'), 'mode = "route"', "backend.app.persist.mode", /needs servers with a `route`/);
+  });
+});
+
+describe("[backend.NAME.health]", () => {
+  const health = (lines: string) => configWith({ BACKEND: `[backend.app.health]\n${lines}` });
+
+  test("defaults: GET / every 2s, timeout = interval, rise 2, fall 3, expect 200-399, Host = the server's", () => {
+    const h = load(health("")).backends.get("app")!.health;
+    expect(h).toEqual({ path: "/", method: "GET", interval: 2000, timeout: 2000, rise: 2, fall: 3, expect: [[200, 399]], host: null });
+    expect(Object.isFrozen(h)).toBe(true);
+    expect(load(BASE).backends.get("app")!.health).toBeNull();
+  });
+
+  test("every key", () => {
+    const h = load(health('path = "/healthz?full=1"\ninterval = "500ms"\ntimeout = "200ms"\nrise = 1\nfall = 5\nexpect = "2xx, 302"\nhost = "health.internal"\nmethod = "HEAD"')).backends.get("app")!.health;
+    expect(h).toEqual({ path: "/healthz?full=1", method: "HEAD", interval: 500, timeout: 200, rise: 1, fall: 5, expect: [[200, 299], [302, 302]], host: "health.internal" });
+    expect(load(health("expect = 204")).backends.get("app")!.health!.expect).toEqual([[204, 204]]);
+  });
+
+  test("servers start up, with their clocks at compile time and no checks counted", () => {
+    const before = Date.now();
+    const st = load(health("")).backends.get("app")!.servers[0]!.state;
+    expect(st).toMatchObject({ up: true, checks: 0, checkFailures: 0, lastCheck: "", downs: 0 });
+    expect(st.upSince).toBeGreaterThanOrEqual(before);
+    expect(st.lastChange).toBe(st.upSince);
+  });
+
+  test("refusals, with key and line", () => {
+    expectOne(health('interval = "1s"\ntimeout = "2s"'), "timeout", "backend.app.health.timeout", "must be at most the interval (1000ms), got 2000ms");
+    expectOne(health('interval = "0s"'), "interval", "backend.app.health.interval", "must be more than 0");
+    expectOne(health('expect = "2xx,700"'), "expect", "backend.app.health.expect", '"700": status codes are 100 to 599');
+    expectOne(health('expect = "ok"'), "expect", "backend.app.health.expect", /"ok" is not a status code, range or class/);
+    expectOne(health('method = "POST"'), "method", "backend.app.health.method", 'expected one of "GET", "HEAD", got "POST"');
+    expectOne(health('path = "/a b"'), "path", "backend.app.health.path", /no space or control byte/);
+    expectOne(health('host = "a b"'), "host", "backend.app.health.host", /not a valid Host header value/);
+    expectOne(health("rise = 0"), "rise", "backend.app.health.rise", /from 1 to 100/);
+    expectOne(health('typo = 1'), "typo", "backend.app.health.typo", /unknown key/);
   });
 });

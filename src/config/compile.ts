@@ -21,6 +21,7 @@ import type {
   CompiledRoute,
   CompiledServer,
   HeaderRule,
+  HealthCheck,
   InsertPersist,
   Persist,
   PersistRule,
@@ -29,6 +30,8 @@ import type {
 import type { SessionManager } from "../session/session.ts";
 import { parseBind, parseCidr, parseServerAddress } from "./address.ts";
 import { compileSessions } from "./compile-session.ts";
+import { checkWorkers, resolveWorkers } from "./compile-workers.ts";
+import { parseStatusRanges } from "./status-ranges.ts";
 import type { KeyPath } from "./locate.ts";
 import type { BackendInput, ConfigInput, ListenInput, PersistInput, PersistRuleInput, RouteInput, ServerInput } from "./schema.ts";
 
@@ -65,9 +68,7 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
   };
 
   const g = input.global;
-  let workers = 1;
-  // multi-process workers come with the operations issue; until then only 1 runs
-  if (g.workers !== 1) fail(["global", "workers"], `workers = ${JSON.stringify(g.workers)} ${NOT_YET} (use 1)`);
+  const workers = resolveWorkers(g.workers);
 
   // [session.NAME]: cookie keys are derived here (slow on purpose), stores open on first use
   const sessions = compileSessions(input.session ?? {}, resolve(ctx.baseDir, g.state_dir), fail);
@@ -100,6 +101,13 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
     }
   }
 
+  // several processes: what would silently break (learned tables per process, port 0)
+  const shared = (name: string): boolean => {
+    const p = input.backend[name]?.persist;
+    return p !== undefined && "shared" in p && p.shared !== undefined;
+  };
+  checkWorkers(workers, g.workers, backends, shared, listeners, fail);
+
   if (issues.length > 0) return { config: null, issues };
 
   const config: CompiledConfig = {
@@ -120,7 +128,7 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
     backends: Object.freeze(backends),
     sessions: sessions as Map<string, SessionManager>, // no issues: none is null
     admin,
-    log: Object.freeze({ access: input.log.access, format: input.log.format }),
+    log: Object.freeze({ access: input.log.access, format: input.log.format, file: input.log.file === undefined ? null : resolve(ctx.baseDir, input.log.file) }),
   };
   return { config: Object.freeze(config), issues: [] };
 }
@@ -222,7 +230,7 @@ function compileBackend(name: string, b: BackendInput, path: KeyPath, fail: Fail
     }
   }
 
-  if (b.health !== undefined) fail([...path, "health"], `[backend.${name}.health]: active health checks ${ARE_NOT_YET}`);
+  const health = b.health === undefined ? null : compileHealth(b.health, [...path, "health"], fail, attempt);
 
   const rules = (list: readonly PersistRuleInput[], key: string): readonly PersistRule[] =>
     Object.freeze(list.map((r, i) => compileRule(r, [...path, key, i], attempt)));
@@ -251,6 +259,28 @@ function compileBackend(name: string, b: BackendInput, path: KeyPath, fail: Fail
     ringServers: ring.servers,
     hashBoundFactor: b.hash_balance_factor,
     rr: { next: 0 }, // mutable on purpose: the balancer's cursor
+    queue: [], // mutable on purpose: requests waiting for a server under its maxconn
+    health,
+  });
+}
+
+/** [backend.NAME.health]: timeout defaults to the interval and may not exceed it. */
+function compileHealth(h: NonNullable<BackendInput["health"]>, path: KeyPath, fail: Fail, attempt: Attempt): HealthCheck | null {
+  if (h.interval <= 0) fail([...path, "interval"], "must be more than 0");
+  const timeout = h.timeout ?? h.interval;
+  if (h.timeout !== undefined && h.timeout <= 0) fail([...path, "timeout"], "must be more than 0");
+  else if (timeout > h.interval) fail([...path, "timeout"], `must be at most the interval (${h.interval}ms), got ${timeout}ms`);
+  const expect = attempt([...path, "expect"], () => parseStatusRanges(h.expect));
+  if (expect === null) return null;
+  return Object.freeze({
+    path: h.path,
+    method: h.method,
+    interval: h.interval,
+    timeout,
+    rise: h.rise,
+    fall: h.fall,
+    expect,
+    host: h.host ?? null,
   });
 }
 
@@ -265,6 +295,8 @@ function compileBalance(text: string): BalanceAlgo {
 
 function compileServer(s: ServerInput, index: number, addr: ReturnType<typeof parseServerAddress>, cookieValue: string): CompiledServer {
   // Not frozen: the core flips these at run time, and a reload carries them over by id.
+  // A server starts up (as HAProxy does); health checks take a dead one down at the first failure.
+  const now = Date.now();
   const state: ServerState = {
     up: true,
     admin: s.disabled ? "maint" : s.drain ? "drain" : "ready",
@@ -272,6 +304,12 @@ function compileServer(s: ServerInput, index: number, addr: ReturnType<typeof pa
     total: 0,
     failures: 0,
     rrCurrent: 0,
+    upSince: now,
+    lastChange: now,
+    checks: 0,
+    checkFailures: 0,
+    lastCheck: "",
+    downs: 0,
   };
   return Object.freeze({
     index,

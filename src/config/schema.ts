@@ -149,6 +149,8 @@ const adminTable = table({
 const logTable = table({
   access: v.optional(bool(), false),
   format: v.optional(oneOf(["combined", "json"]), "combined"),
+  /** access-log file, relative to the config file's directory; absent = stdout */
+  file: v.optional(nonEmpty()),
 });
 
 const routeTable = table({
@@ -290,11 +292,29 @@ const persistRule = v.pipe(
   }, 'a rule has exactly one condition: header + contains, path, or src'),
 );
 
+// Active health checks (src/health/checker.ts). Cross-key rules (timeout <= interval) and the
+// `expect` syntax (src/config/status-ranges.ts) are compile.ts's.
 const healthTable = table({
-  path: v.optional(v.pipe(str(), v.startsWith("/", (i) => `must start with "/", got ${got(i)}`)), "/"),
+  path: v.optional(
+    v.pipe(
+      str(),
+      v.startsWith("/", (i) => `must start with "/", got ${got(i)}`),
+      v.regex(/^[\x21-\x7e]+$/, (i) => `must hold no space or control byte, got ${got(i)}`),
+    ),
+    "/",
+  ),
   interval: v.optional(duration(), "2s"),
+  /** unset: the interval */
+  timeout: v.optional(duration()),
   rise: v.optional(int(1, 100), 2),
   fall: v.optional(int(1, 100), 3),
+  expect: v.optional(
+    v.union([str(), int(100, 599)], (i) => `expected status codes such as "200-399", "2xx" or "200,302", got ${got(i)}`),
+    "200-399",
+  ),
+  /** unset: the server's authority, as in its address */
+  host: v.optional(v.pipe(str(), v.regex(/^[\x21-\x7e]+$/, (i) => `${got(i)} is not a valid Host header value`))),
+  method: v.optional(oneOf(["GET", "HEAD"]), "GET"),
 });
 
 const backendTable = table({

@@ -13,7 +13,9 @@ export const counters = {
   upstreamConnectErrors: 0,
   upstreamTimeouts: 0,
   upstreamAborts: 0, // backend closed mid-response
-  retries: 0,
+  retries: 0, // requests run again on another server after a failed connection
+  queued: 0, // requests that waited for a server under its maxconn
+  queueTimeouts: 0, // 503: timeout.queue passed
   persistHits: 0, // requests routed by a valid persistence cookie
   persistInserts: 0, // Set-Cookie lines inserted
   persistRedispatch: 0, // persisted server unusable, chose another

@@ -31,6 +31,7 @@ import { clock, watch, unwatch, type Timed } from "./clock.ts";
 import { errorResponse } from "./errors.ts";
 import { counters } from "./counters.ts";
 import { report } from "./report.ts";
+import { access, type AccessRecord } from "./access.ts";
 
 /** The per-listener runtime: what a connection reads its config through (swapped on reload). */
 export interface ListenerRt {
@@ -114,6 +115,21 @@ export class ClientConn implements Timed {
   /** request bytes to replay once if a reused keep-alive connection closes before answering */
   replay: Buffer | null = null;
   retried = false;
+  /** head end in reqBuf, and whether reqBuf holds the whole request (it can be run again) */
+  reqEnd = 0;
+  rerunnable = false;
+  /** a server this request must avoid (its connection failed), or -1 */
+  exclude = -1;
+  /** the request was routed by persistence (strict failover does not move it) */
+  persisted = false;
+  /** access log: the request's record (only while a sink is set), and when its head began */
+  rec: AccessRecord | null = null;
+  tStart = 0;
+  tDispatch = 0;
+  /** waiting in its backend's queue for a server under maxconn */
+  queued = false;
+  queueOf: CompiledBackend | null = null;
+  queuedSince = 0;
 
   constructor(sock: Socket<ClientConn>, lst: ListenerRt) {
     this.sock = sock;
@@ -130,6 +146,12 @@ export class ClientConn implements Timed {
 
   expire(): void {
     if (this.closed) return;
+    if (this.queued) {
+      leaveQueue(this, this.queueOf!);
+      counters.queueTimeouts++;
+      this.fail(503, `waited ${clock.now - this.queuedSince} ms in the queue: every server at its maxconn`);
+      return;
+    }
     if (this.busy) {
       // only reached while a request body stalls: the client stopped sending it
       report("warn", `client ${this.ip}: request body not received in time, closing`);
@@ -148,12 +170,24 @@ export class ClientConn implements Timed {
     this.in = null;
     this.busy = true; // nothing more is parsed
     this.closing = true;
-    this.send(errorResponse(status));
+    const r = errorResponse(status);
+    this.send(r);
+    if (access.sink !== null) {
+      const rec = this.rec ?? badRequestRecord(this);
+      rec.status = status;
+      rec.bytesOut += r.length;
+      rec.note = why;
+      logDone(this, rec);
+    }
   }
 
   /** Abandon the connection without a response (one was already under way). */
   abort(): void {
     if (this.closed) return;
+    if (this.rec !== null) {
+      if (this.rec.note === "") this.rec.note = "aborted mid-response";
+      logDone(this, this.rec);
+    }
     this.closed = true;
     const u = this.up;
     this.up = null;
@@ -164,6 +198,7 @@ export class ClientConn implements Timed {
   /** One write; the remainder is kept for drain. Returns true when all went out. */
   send(data: Uint8Array): boolean {
     if (this.closed) return false;
+    if (this.rec !== null) this.rec.bytesOut += data.length;
     if (this.out !== null) {
       this.out = Buffer.concat([this.out, data]);
       return false;
@@ -291,6 +326,7 @@ function onClientClose(sock: Socket<ClientConn>): void {
   counters.connectionsOpen--;
   openClients.delete(c);
   if (c.tunnel) endTunnel(c);
+  if (c.queued) leaveQueue(c, c.queueOf!);
   unwatch(c);
   c.closed = true;
   c.out = null;
@@ -318,6 +354,7 @@ function processInput(c: ClientConn): void {
   while (!c.busy && !c.closed) {
     let buf = c.in;
     if (buf === null) return;
+    if (c.tStart === 0 && access.sink !== null) c.tStart = Date.now();
     // tolerate empty lines before a request line (RFC 9112 2.2)
     let skip = 0;
     while (skip < buf.length && (buf[skip] === 13 || buf[skip] === 10)) skip++;
@@ -360,6 +397,64 @@ function processInput(c: ClientConn): void {
     }
     startRequest(c, buf, end);
   }
+}
+
+// ------------------------------------------------------------------------------------
+// Access log records (only while a sink is set)
+
+const UA = Buffer.from("user-agent");
+const REFERER = Buffer.from("referer");
+
+function headerText(buf: Buffer, h: Head, name: Uint8Array): string {
+  const k = findHeader(buf, h, name);
+  return k < 0 ? "" : buf.latin1Slice(h.vs[k], h.ve[k]);
+}
+
+function requestRecord(c: ClientConn, buf: Buffer, h: Head): AccessRecord {
+  const now = Date.now();
+  const t0 = c.tStart > 0 ? c.tStart : now;
+  return {
+    time: t0,
+    client: c.ip,
+    clientPort: c.sock.remotePort,
+    listener: c.lst.cfg.name,
+    method: buf.latin1Slice(0, h.methodEnd),
+    target: buf.latin1Slice(h.targetStart, h.targetEnd),
+    version: h.minor === 0 ? "HTTP/1.0" : "HTTP/1.1",
+    status: 0,
+    bytesOut: 0,
+    referer: headerText(buf, h, REFERER),
+    userAgent: headerText(buf, h, UA),
+    backend: "-",
+    server: "-",
+    persist: "--",
+    sessionId: "-",
+    tq: now - t0,
+    tw: -1,
+    tc: -1,
+    tr: -1,
+    tt: -1,
+    note: "",
+  };
+}
+
+/** A request Latch refused before it had a parsed head (400, 408, 414, 431). */
+function badRequestRecord(c: ClientConn): AccessRecord {
+  const now = Date.now();
+  const t0 = c.tStart > 0 ? c.tStart : now;
+  return {
+    time: t0, client: c.ip, clientPort: c.sock.remotePort, listener: c.lst.cfg.name,
+    method: "-", target: "-", version: "-", status: 0, bytesOut: 0, referer: "", userAgent: "",
+    backend: "-", server: "-", persist: "--", sessionId: "-", tq: now - t0, tw: -1, tc: -1, tr: -1, tt: -1, note: "",
+  };
+}
+
+function logDone(c: ClientConn, rec: AccessRecord): void {
+  c.rec = null;
+  c.tStart = 0;
+  rec.tt = Date.now() - rec.time;
+  const sink = access.sink;
+  if (sink !== null) sink(rec);
 }
 
 // ------------------------------------------------------------------------------------
@@ -441,6 +536,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
     return;
   }
   const route = routeRequest(lst, buf, h);
+  if (access.sink !== null && c.rec === null) c.rec = requestRecord(c, buf, h);
   if (route === null) {
     c.fail(404, "no route");
     return;
@@ -476,27 +572,48 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
       }
       sstate = opened;
     }
-  }
+  } else c.sessOpened = null; // a reload took the session off this route meanwhile
 
   // --- persistence, then balancing
   let server: CompiledServer | null = null;
   if (p !== null) {
-    persistRequest(c, b, buf, h, pathStart, clock.sec);
+    persistRequest(c, b, buf, h, pathStart, clock.sec, c.exclude);
     if (pd.fail !== "") {
       c.fail(503, pd.fail);
       return;
     }
     server = pd.server;
   }
+  c.persisted = server !== null;
+  if (server !== null && server.maxconn > 0 && server.state.active >= server.maxconn) {
+    enqueue(c, b); // a persisted client waits for its own server (HAProxy's server queue)
+    return;
+  }
   if (server === null) {
-    server = chooseServer(b, b.hashBalance ? balanceKey(c, b, buf, h) : -1, -1);
+    server = chooseServer(b, b.hashBalance ? balanceKey(c, b, buf, h) : -1, c.exclude);
     if (server === null) {
+      if (onlyFull(b)) {
+        enqueue(c, b);
+        return;
+      }
       counters.noServer++;
       c.fail(503, `backend ${b.name}: no server available`);
       return;
     }
     if (p !== null && needsLearn()) persistLearn(b, server, buf, c.ip, clock.sec);
   }
+  if (c.queued) leaveQueue(c, b);
+  const rec = c.rec;
+  if (rec !== null) {
+    rec.backend = b.name;
+    rec.server = server.id;
+    rec.persist = p === null ? "--" : pd.seen + (needsLearn() ? "L" : "N");
+    if (sstate !== null && sstate.id !== null) rec.sessionId = sstate.id;
+    else if (p !== null && pd.keyS >= 0) rec.sessionId = buf.latin1Slice(pd.keyS, pd.keyE);
+    else if (p !== null && p.mode === "source") rec.sessionId = c.ip;
+    rec.tw = c.queuedSince > 0 ? clock.now - c.queuedSince : 0;
+  }
+  c.queuedSince = 0;
   const cutHdr = p !== null ? pd.cutHdr : -1;
 
   // --- rewrite the request head
@@ -577,7 +694,8 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   c.reqBuf = buf;
   c.hostS = h.host >= 0 ? h.vs[h.host] : 0;
   c.hostE = h.host >= 0 ? h.ve[h.host] : 0;
-  c.retried = false;
+  c.reqEnd = end;
+  c.rerunnable = f.done;
   c.replay = f.done && (h.method === M_GET || h.method === M_HEAD || h.method === M_OPTIONS) ? out : null;
   // pipelined bytes after this request stay for later
   if (bodyEnd < buf.length) {
@@ -602,6 +720,7 @@ function awaitSession(c: ClientConn, p: Promise<SessionState>): void {
     if (c.closed) return;
     c.sessOpened = st;
     c.busy = false;
+    c.resume(P_PIPELINE); // bytes held back meanwhile may be this request's body: let the rest come
     processInput(c);
   });
 }
@@ -635,6 +754,10 @@ function dispatch(c: ClientConn, server: CompiledServer, out: Buffer): void {
   server.state.total++;
   const b = c.route!.backend;
   let u = takeIdle(server);
+  if (c.rec !== null) {
+    c.tDispatch = Date.now();
+    c.rec.tc = u !== null ? 0 : -1;
+  }
   if (u !== null) {
     counters.upstreamReuses++;
     u.attach(c, b.timeouts.server);
@@ -707,6 +830,8 @@ export class UpstreamConn implements Timed {
   reusable = false;
   deadline = 0;
   serverTimeout = 0;
+  /** the backend of the request it carries (for its queue when a slot frees) */
+  backend: CompiledBackend | null = null;
   /** after 101: a byte pipe to the client; idle for tunnelTimeout closes it */
   tunnel = false;
   tunnelTimeout = 0;
@@ -735,6 +860,7 @@ export class UpstreamConn implements Timed {
 
   attach(c: ClientConn, serverTimeout: number): void {
     this.client = c;
+    this.backend = c.route!.backend;
     this.in = null;
     this.searched = 0;
     this.resStarted = false;
@@ -781,9 +907,16 @@ export class UpstreamConn implements Timed {
     }
     counters.upstreamTimeouts++;
     const what = this.state === U_CONNECTING ? "connect" : "response";
+    const connecting = this.state === U_CONNECTING;
     this.destroy();
     if (c === null) return;
     c.up = null;
+    if (connecting) {
+      this.server.state.failures++;
+      const why = `server ${this.server.id} (${this.server.authority}): connect timeout`;
+      if (!retryElsewhere(c, this.server, why)) c.fail(504, why);
+      return;
+    }
     if (c.out !== null) {
       // the response is stuck on our side: the client stopped reading it
       report("warn", `client ${c.ip} stopped reading the response from server ${this.server.id}, closing both`);
@@ -797,12 +930,30 @@ export class UpstreamConn implements Timed {
   destroy(): void {
     if (this.state === U_CLOSED) return;
     if (this.state === U_IDLE) dropIdle(this);
-    else if (this.client !== null) this.server.state.active--;
+    else if (this.client !== null) release(this.server, this.backend);
     this.state = U_CLOSED;
     this.client = null;
     unwatch(this);
     const s = this.sock;
     if (s !== null) s.terminate();
+  }
+}
+
+/** Closes the idle keep-alive connections of a server (reload: the server object is replaced). */
+export function closeIdle(server: CompiledServer): void {
+  const pool = server.state.pool as UpstreamConn[] | undefined;
+  if (pool === undefined) return;
+  while (pool.length > 0) pool.pop()!.destroy();
+}
+
+/** Reload: requests queued on an old backend are parsed again under the new config. */
+export function rerunQueued(b: CompiledBackend): void {
+  while (b.queue.length > 0) {
+    const c = b.queue.shift() as ClientConn;
+    if (c.closed) continue;
+    c.queued = false;
+    c.busy = false;
+    queueMicrotask(() => processInput(c));
   }
 }
 
@@ -842,6 +993,8 @@ function onUpOpen(sock: Socket<UpstreamConn>): void {
   u.sock = sock;
   u.state = U_BUSY;
   u.deadline = clock.now + u.serverTimeout;
+  const c0 = u.client;
+  if (c0 !== null && c0.rec !== null) c0.rec.tc = Date.now() - c0.tDispatch;
   const out = u.out;
   if (out !== null) {
     u.out = null;
@@ -860,7 +1013,84 @@ function onUpConnectError(sock: Socket<UpstreamConn>, err: Error): void {
   u.destroy();
   if (c === null || c.closed) return;
   c.up = null;
-  c.fail(502, `connect to server ${u.server.id} (${u.server.authority}) failed: ${(err as { code?: string }).code ?? err.message}`);
+  const why = `connect to server ${u.server.id} (${u.server.authority}) failed: ${(err as { code?: string }).code ?? err.message}`;
+  if (!retryElsewhere(c, u.server, why)) c.fail(502, why);
+}
+
+/**
+ * Failover: nothing of the request reached the server (its connection failed), so the same
+ * request is run again from its head, once, with that server excluded: persistence treats it
+ * as down (redispatch re-persists to the server that answers; strict answers 503), balancing
+ * skips it. Only when the whole request is still at hand (its body came with its head).
+ */
+function retryElsewhere(c: ClientConn, failed: CompiledServer, why: string): boolean {
+  const b = c.route!.backend;
+  if (c.retried || !c.rerunnable || c.reqBuf === null || b.servers.length < 2) return false;
+  report("warn", `${why}; retrying the request on another server`);
+  counters.retries++;
+  c.retried = true;
+  c.exclude = failed.index;
+  const buf = c.reqBuf;
+  const pipelined = c.in; // bytes after this request, kept whatever the rerun does
+  const lim = c.lst.limits;
+  c.busy = false;
+  if (parseRequestHead(buf, c.reqEnd, HEAD, lim.maxUrlBytes, lim.maxHeaders) !== 0) return false; // cannot happen: it parsed before
+  counters.requests--; // counted again by startRequest
+  c.sessOpened = c.sess; // opened for the first try: an async store asked again would re-parse c.in, not this head
+  startRequest(c, buf, c.reqEnd);
+  if (!c.closing) c.in = pipelined;
+  return true;
+}
+
+// ------------------------------------------------------------------------------------
+// maxconn queue
+
+/** Nothing eligible, but only because servers that could take it are at their maxconn. */
+function onlyFull(b: CompiledBackend): boolean {
+  const servers = b.servers;
+  for (let i = 0; i < servers.length; i++) {
+    const s = servers[i], st = s.state;
+    if (st.up && st.admin === "ready" && s.weight > 0 && s.maxconn > 0 && st.active >= s.maxconn) return true;
+  }
+  return false;
+}
+
+/** The request waits, unparsed in `c.in`, until a slot frees or `timeout.queue` passes (503). */
+function enqueue(c: ClientConn, b: CompiledBackend): void {
+  counters.requests--; // counted again when it is parsed again
+  if (!c.queued) {
+    c.queued = true;
+    c.queueOf = b;
+    c.queuedSince = clock.now;
+    c.deadline = clock.now + b.timeouts.queue;
+    b.queue.push(c);
+    counters.queued++;
+  } else b.queue.unshift(c); // woken but beaten to the slot: keep its place at the head
+  c.busy = true;
+}
+
+function leaveQueue(c: ClientConn, b: CompiledBackend): void {
+  c.queued = false;
+  const i = b.queue.indexOf(c);
+  if (i >= 0) b.queue.splice(i, 1);
+}
+
+/** A request on `s` ended: one fewer active, and a queued request may go. */
+function release(s: CompiledServer, b: CompiledBackend | null): void {
+  s.state.active--;
+  // woken in a microtask: the caller may be in the middle of using the shared head state
+  if (b !== null && b.queue.length > 0) queueMicrotask(() => wake(b));
+}
+
+/** Runs the first live queued request again from its head; if the slot is gone meanwhile, enqueue() puts it back first. */
+function wake(b: CompiledBackend): void {
+  while (b.queue.length > 0) {
+    const c = b.queue.shift() as ClientConn;
+    if (c.closed) continue;
+    c.busy = false;
+    processInput(c);
+    return;
+  }
 }
 
 function onUpDrain(sock: Socket<UpstreamConn>): void {
@@ -962,6 +1192,11 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   const sess = c.sess !== null ? route.session : null;
   let sessUpdate: string | null = null;
   let sessRenew = false;
+  const rec = c.rec;
+  if (rec !== null) {
+    rec.status = h.status;
+    rec.tr = Date.now() - c.tDispatch - (rec.tc > 0 ? rec.tc : 0);
+  }
   for (let k = 0; k < h.count; k++) {
     if (sess !== null && h.id[k] === H_OTHER) {
       // the backend's word on the session: taken, never passed to the client
@@ -990,10 +1225,14 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
       case H_SET_COOKIE:
         if (scName !== null && setCookieNames(buf, h.vs[k], h.ve[k], scName)) {
           if (persistSetCookie(p!, c.server!, buf, h, k, scName.length, clock.sec)) backendSetsCookie = true;
+          else if (rec !== null && p!.mode !== "insert") rec.persist = rec.persist[0] + (p!.mode === "prefix" || p!.mode === "rewrite" ? "P" : "L");
         }
         break;
       case H_OTHER:
-        if (learnHdr !== null && eqLower(buf, h.ns[k], h.ne[k], learnHdr)) persistResponseHeader(p as TablePersist, c.server!, buf, h, k, clock.sec);
+        if (learnHdr !== null && eqLower(buf, h.ns[k], h.ne[k], learnHdr)) {
+          persistResponseHeader(p as TablePersist, c.server!, buf, h, k, clock.sec);
+          if (rec !== null) rec.persist = rec.persist[0] + "L";
+        }
         break;
       case H_LOCATION:
       case H_CONTENT_LOCATION:
@@ -1014,6 +1253,7 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   if (p !== null && p.mode === "insert" && c.insertFirst >= 0 && !backendSetsCookie) {
     planAddAll(setCookieLine(p, b, c.server!.index, clock.sec, c.insertFirst));
     counters.persistInserts++;
+    if (rec !== null) rec.persist = rec.persist[0] + (rec.persist[0] === "V" ? "U" : "I");
     if (p.nocache && cacheable) {
       planAddAll(CC_PRIVATE);
       cacheable = false;
@@ -1109,15 +1349,19 @@ function rewriteLocation(c: ClientConn, s: CompiledServer, buf: Buffer, h: Head,
 /** Request and response both complete: recycle the backend connection, go on with the client. */
 function finishExchange(c: ClientConn, u: UpstreamConn): void {
   counters.responses++;
-  const poolIdle = c.route!.backend.timeouts.poolIdle;
+  if (c.rec !== null) logDone(c, c.rec);
+  const b = c.route!.backend;
+  const poolIdle = b.timeouts.poolIdle;
   c.up = null;
   c.busy = false;
   c.route = null;
   c.server = null;
   c.reqBuf = null;
   c.replay = null;
+  c.retried = false;
+  c.exclude = -1;
   c.resume(P_UPSTREAM);
-  u.server.state.active--;
+  release(u.server, b);
   u.client = null; // counted above: destroy() must not count it again
   if (u.reusable && u.out === null && u.sock !== null && u.state === U_BUSY) {
     u.sock.resume();
@@ -1275,6 +1519,10 @@ function beginTunnel(c: ClientConn, u: UpstreamConn, head: Buffer): void {
 
 function endTunnel(c: ClientConn): void {
   c.tunnel = false;
+  if (c.rec !== null) {
+    c.rec.note = "tunnel";
+    logDone(c, c.rec);
+  }
   counters.tunnelsOpen--;
   const n = (tunnelsPerIp.get(c.ip) ?? 1) - 1;
   if (n <= 0) tunnelsPerIp.delete(c.ip);

@@ -41,6 +41,11 @@ export const pd = {
   learnIp: false,
   /** ignore_persist matched: no persistence on the request nor on its response */
   ignored: false,
+  /** for the access log: what the request carried (N none, V valid, D server down, I invalid, - off) */
+  seen: "-",
+  /** the persistence key or value in the request head, for the access log (-1: none) */
+  keyS: -1,
+  keyE: -1,
 };
 
 /** url parameter search result */
@@ -94,6 +99,8 @@ function reset(nowSec: number): void {
   pd.learnE = -1;
   pd.learnIp = false;
   pd.ignored = false;
+  pd.seen = "-";
+  pd.keyS = -1;
 }
 
 /**
@@ -102,22 +109,37 @@ function reset(nowSec: number): void {
  */
 function take(b: CompiledBackend, idx: number, buf: Buffer, h: Head, pathStart: number, c: ClientLike): boolean {
   const s = b.servers[idx];
+  if (idx === exclude) {
+    // this very request could not connect to it a moment ago
+    if (b.failover === "strict") pd.fail = `persisted server ${s.id} refused the connection (failover = strict)`;
+    else counters.persistRedispatch++;
+    pd.seen = "D";
+    return false;
+  }
   if (usable(s) || (b.forcePersist.length > 0 && matchRules(b.forcePersist, buf, h, pathStart, c))) {
     pd.server = s;
+    pd.seen = "V";
     counters.persistHits++;
     return true;
   }
+  pd.seen = "D";
   if (b.failover === "strict") pd.fail = `persisted server ${s.id} is ${s.state.up ? s.state.admin : "down"} (failover = strict)`;
   else counters.persistRedispatch++;
   return false;
 }
 
-export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h: Head, pathStart: number, nowSec: number): void {
+/** a server index this request must not use (its connection just failed), or -1 */
+let exclude = -1;
+
+export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h: Head, pathStart: number, nowSec: number, excluded = -1): void {
   reset(nowSec);
+  exclude = excluded;
   const p = b.persist;
   if (p === null) return;
+  pd.seen = "N";
   if (b.ignorePersist.length > 0 && matchRules(b.ignorePersist, buf, h, pathStart, c)) {
     pd.ignored = true;
+    pd.seen = "-";
     // neither used nor created, but the proxy's own bytes (indirect cookie, "<server>~")
     // are still cut from the request, as HAProxy does whatever ignore-persist says
     if (p.mode !== "insert" && p.mode !== "prefix") return;
@@ -134,6 +156,9 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
           pd.cutE = cut.e;
         }
         if (pd.ignored) return;
+        pd.keyS = found.valS;
+        pd.keyE = found.valE;
+        pd.seen = "I";
         checkValue(p, buf, found.valS, found.valE, nowSec);
         if (verdict.server >= 0) {
           valid = take(b, verdict.server, buf, h, pathStart, c);
@@ -159,12 +184,18 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
         pd.cutE = tilde + 1;
       }
       if (pd.ignored) return;
+      pd.keyS = found.valS;
+      pd.keyE = found.valE;
+      pd.seen = "I";
       const idx = p.byValue.get(buf.latin1Slice(found.valS, tilde < 0 ? found.valE : tilde));
       if (idx !== undefined) take(b, idx, buf, h, pathStart, c);
       return;
     }
     case "rewrite": {
       if (!findCookie(buf, h, p.cookieBytes)) return;
+      pd.keyS = found.valS;
+      pd.keyE = found.valE;
+      pd.seen = "I";
       const idx = p.byValue.get(buf.latin1Slice(found.valS, found.valE));
       if (idx !== undefined) take(b, idx, buf, h, pathStart, c);
       return;
@@ -179,6 +210,9 @@ export function persistRequest(c: ClientLike, b: CompiledBackend, buf: Buffer, h
         s = found.valS;
         e = found.valE;
       } else return;
+      pd.keyS = s;
+      pd.keyE = e;
+      pd.seen = "I";
       // Tomcat jvmRoute: the route is what follows the last '.'
       let dot = e - 1;
       while (dot >= s && buf[dot] !== 46) dot--;
@@ -216,6 +250,8 @@ function tableRequest(p: TablePersist, c: ClientLike, b: CompiledBackend, buf: B
     }
     if (s < 0) return; // no key: balance, learn nothing
     if (e - s > p.len) e = s + p.len;
+    pd.keyS = s;
+    pd.keyE = e;
     idx = p.table.lookup(buf, s, e, nowSec);
     pd.learnS = s;
     pd.learnE = e;

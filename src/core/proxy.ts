@@ -3,7 +3,7 @@
 
 import type { TCPSocketListener } from "bun";
 import type { CompiledConfig, CompiledListener } from "./types.ts";
-import { clientHandlers, drainClients, type ClientConn, type ListenerRt } from "./forward.ts";
+import { clientHandlers, closeIdle, drainClients, rerunQueued, type ClientConn, type ListenerRt } from "./forward.ts";
 import { counters } from "./counters.ts";
 
 interface Bound {
@@ -19,6 +19,32 @@ function runtimeOf(l: CompiledListener, cfg: CompiledConfig): ListenerRt {
     proto: l.tls !== null ? "https" : "http",
     draining: false,
   };
+}
+
+/**
+ * Runtime knowledge of servers that stay across a reload (same backend name, same server id):
+ * health (`up` and the checker's counters) and totals. Not carried: `admin` (the new config
+ * says ready/drain/maint), `active` and the connection pool (requests in flight finish on the
+ * old server objects and count there, as a new HAProxy process starts its counts afresh), and
+ * the balancer cursor. Queued requests of replaced backends are run again under the new config.
+ */
+const NOT_CARRIED = new Set(["admin", "active", "rrCurrent", "pool"]);
+
+function carryServerState(old: CompiledConfig, next: CompiledConfig): void {
+  for (const [name, nb] of next.backends) {
+    const ob = old.backends.get(name);
+    if (ob === undefined) continue;
+    for (const ns of nb.servers) {
+      const os = ob.servers.find((s) => s.id === ns.id);
+      if (os === undefined) continue;
+      const from = os.state as unknown as Record<string, unknown>;
+      const to = ns.state as unknown as Record<string, unknown>;
+      for (const k of Object.keys(from)) if (!NOT_CARRIED.has(k)) to[k] = from[k];
+    }
+  }
+  // idle pooled connections belong to the old server objects: let them go
+  for (const ob of old.backends.values()) for (const s of ob.servers) closeIdle(s);
+  for (const ob of old.backends.values()) rerunQueued(ob);
 }
 
 export class Proxy {
@@ -68,6 +94,7 @@ export class Proxy {
    * and switch config for new requests (a request in flight keeps the route it started with).
    */
   reload(next: CompiledConfig): void {
+    carryServerState(this.cfg, next);
     for (const b of this.bound) {
       const l = next.listeners.find((x) => x.name === b.rt.cfg.name);
       if (l !== undefined) {

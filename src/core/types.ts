@@ -38,6 +38,17 @@ export interface ServerState {
   failures: number; // connection failures
   /** current effective weight for smooth weighted round robin */
   rrCurrent: number;
+  /** when `up` last became true (Date.now() ms; compile time at first): slowstart counts from here */
+  upSince: number;
+  /** when `up` last changed (Date.now() ms; compile time at first) */
+  lastChange: number;
+  /** active health checks completed / failed (src/health/checker.ts; 0 without [health]) */
+  checks: number;
+  checkFailures: number;
+  /** result of the last check: "200", "connection refused", "timeout after 2000ms"...; "" before the first */
+  lastCheck: string;
+  /** up -> down transitions (HAProxy chkdown) */
+  downs: number;
   /** idle keep-alive connections to this server; owned by the core's pool, created lazily */
   pool?: unknown[];
 }
@@ -163,6 +174,27 @@ export interface CompiledBackend {
   readonly hashBoundFactor: number;
   /** mutable balancer cursor (roundrobin / first) */
   readonly rr: { next: number };
+  /** requests waiting for a server below its maxconn (mutable, owned by the core) */
+  readonly queue: unknown[];
+  /** active health check ([backend.NAME.health]); null = none. Read by src/health/checker.ts, never by the core */
+  readonly health: HealthCheck | null;
+}
+
+/** [backend.NAME.health], compiled: one HTTP/1.1 request per server every `interval`. */
+export interface HealthCheck {
+  readonly path: string;
+  readonly method: "GET" | "HEAD";
+  readonly interval: Ms;
+  /** a check not answered (status line read) within this fails; <= interval */
+  readonly timeout: Ms;
+  /** consecutive successes that bring a down server up */
+  readonly rise: number;
+  /** consecutive failures that take an up server down */
+  readonly fall: number;
+  /** accepted status codes: sorted, merged inclusive [low, high] ranges */
+  readonly expect: readonly (readonly [number, number])[];
+  /** Host header sent; null = each server's authority */
+  readonly host: string | null;
 }
 
 /** A request header the route sets (every incoming copy removed first) or removes. */
@@ -225,5 +257,6 @@ export interface CompiledConfig {
   /** [session.NAME] by name: counters for admin; close() the old ones after a reload swap */
   readonly sessions: ReadonlyMap<string, SessionManager>;
   readonly admin: { readonly host: string; readonly port: number; readonly token: string } | null;
-  readonly log: { readonly access: boolean; readonly format: "combined" | "json" };
+  /** access log (src/log/access-log.ts); file: absolute path, null = stdout */
+  readonly log: { readonly access: boolean; readonly format: "combined" | "json"; readonly file: string | null };
 }

@@ -120,6 +120,16 @@ function headerSafe(s: string): boolean {
   return true;
 }
 
+/**
+ * The update header's value arrives as latin1 text (one char per byte). Unescaped non-ASCII
+ * from a backend is UTF-8 (the encoding's own charset), so read it as such: otherwise "ä"
+ * written raw would be stored as the two characters "Ã¤".
+ */
+function utf8(s: string): string {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.from(s, "latin1").toString("utf8");
+  return s;
+}
+
 /** One [session.NAME]. */
 export class SessionManager {
   readonly name: string;
@@ -344,7 +354,7 @@ export class SessionManager {
     let data = live ? s.data : "";
     let changed = false;
     if (update !== null) {
-      const next = update.length === 0 ? "" : canonical(update);
+      const next = update.length === 0 ? "" : canonical(utf8(update));
       changed = next !== data;
       data = next;
     }

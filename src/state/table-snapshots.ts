@@ -201,6 +201,16 @@ export function carryTables(old: CompiledConfig, next: CompiledConfig, log: Log,
 
 let tempSeq = 0;
 
+/**
+ * Whether this process writes state files. With several worker processes (src/supervisor.ts)
+ * only worker 1 does, so that no two processes save the same backend's file with different
+ * contents; the others still load them at start. saveTables/saveTablesAsync return 0 here.
+ */
+let writer = true;
+export function setSnapshotWriter(on: boolean): void {
+  writer = on;
+}
+
 /** Writes `data` to `file` atomically (temp file in the same directory, fsync, rename). */
 export function writeAtomic(dir: string, file: string, data: Uint8Array): void {
   const tmp = `${file}.tmp-${process.pid}-${tempSeq++}`;
@@ -238,6 +248,7 @@ export function writeAtomic(dir: string, file: string, data: Uint8Array): void {
  * reload must not let requests change the old tables halfway through.
  */
 export function saveTables(cfg: CompiledConfig, log: Log, nowSec: number = wallSec()): number {
+  if (!writer) return 0;
   let saved = 0;
   let dirReady = false;
   for (const b of tableBackends(cfg)) {
@@ -280,6 +291,7 @@ export function startPeriodicSaves(current: () => CompiledConfig, intervalMs: nu
 
 /** saveTables with the writes off the event loop's critical path. Never rejects. */
 export async function saveTablesAsync(cfg: CompiledConfig, log: Log, nowSec: number = wallSec()): Promise<number> {
+  if (!writer) return 0;
   const jobs: { b: CompiledBackend; file: string; data: Uint8Array }[] = [];
   for (const b of tableBackends(cfg)) {
     const file = snapshotPath(cfg.stateDir, b.name);

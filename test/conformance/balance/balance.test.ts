@@ -49,7 +49,7 @@ function makeBackend(kind: Kind, specs: readonly (ServerSpec | string)[], hashBo
       backup: spec.backup ?? false,
       maxconn: spec.maxconn ?? 0,
       cookieValue: spec.id,
-      state: { up: spec.up ?? true, admin: spec.admin ?? "ready", active: spec.active ?? 0, total: 0, failures: 0, rrCurrent: 0 },
+      state: { up: spec.up ?? true, admin: spec.admin ?? "ready", active: spec.active ?? 0, total: 0, failures: 0, rrCurrent: 0, upSince: 0, lastChange: 0, checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
     };
   });
   const ring = buildRing(servers);
@@ -67,6 +67,8 @@ function makeBackend(kind: Kind, specs: readonly (ServerSpec | string)[], hashBo
     ringServers: ring.servers,
     hashBoundFactor,
     rr: { next: 0 },
+    queue: [],
+    health: null,
   };
 }
 
