@@ -41,7 +41,8 @@ function loadOrExit(path: string): CompiledConfig {
 // The access log ([log]): the core hands each finished request to accessLog.push.
 let accessLog: AccessLog | null = null;
 function applyAccessLog(settings: CompiledConfig["log"]): void {
-  accessLog = reconfigureAccessLog(accessLog, settings, (msg) => log("warn", msg));
+  // a worker shares its stdout with the others: lines are written in pieces a pipe keeps whole
+  accessLog = reconfigureAccessLog(accessLog, settings, (msg) => log("warn", msg), workerSlot() !== null);
   setAccessSink(accessLog === null ? null : accessLog.push);
 }
 

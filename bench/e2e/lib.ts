@@ -156,7 +156,7 @@ export function allThreadsUs(): ThreadSnap {
     try {
       const cmd = readFileSync(`/proc/${p}/cmdline`, "latin1");
       kernel = cmd.length === 0;
-      what = kernel ? readFileSync(`/proc/${p}/comm`, "latin1").trim() : cmd.split("\0").filter(Boolean).map((x) => x.slice(x.lastIndexOf("/") + 1)).join(" ").slice(0, 60);
+      what = kernel ? readFileSync(`/proc/${p}/comm`, "latin1").trim() : cmd.split("\0").filter(Boolean).map((x) => x.slice(x.lastIndexOf("/") + 1)).join(" ").replace(/\s+/g, " ").slice(0, 60);
     } catch {
       continue;
     }

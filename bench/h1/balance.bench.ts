@@ -21,8 +21,9 @@ function backend(kind: BalanceAlgo["kind"], weights: number[], active: number[])
     weight,
     backup: false,
     maxconn: 0,
+    slowstart: 0,
     cookieValue: `ap0${index + 1}`,
-    state: { up: true, admin: "ready", active: active[index]!, total: 0, failures: 0, rrCurrent: 0, upSince: 0, lastChange: 0, checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
+    state: { up: true, admin: "ready", active: active[index]!, total: 0, failures: 0, rrCurrent: 0, upSince: 0, lastChange: 0, checks: 0, checkFailures: 0, lastCheck: "", downs: 0, failStreak: 0 },
   }));
   const ring = buildRing(servers);
   const balance =

@@ -428,18 +428,18 @@ describe("a full config compiles to the expected snapshot", () => {
     expect(app.servers).toEqual([
       {
         index: 0, id: "ap01", host: "127.0.0.1", port: 9001, tls: false, authority: "127.0.0.1:9001", hostLine: bytes("Host: 127.0.0.1:9001\r\n"),
-        weight: 3, backup: false, maxconn: 0, cookieValue: "ap01",
-        state: { up: true, admin: "ready", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
+        weight: 3, backup: false, maxconn: 0, slowstart: 0, cookieValue: "ap01",
+        state: { up: true, admin: "ready", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0, failStreak: 0 },
       },
       {
         index: 1, id: "ap02", host: "app2.internal", port: 443, tls: true, authority: "app2.internal", hostLine: bytes("Host: app2.internal\r\n"),
-        weight: 1, backup: false, maxconn: 10, cookieValue: "b",
-        state: { up: true, admin: "drain", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
+        weight: 1, backup: false, maxconn: 10, slowstart: 0, cookieValue: "b",
+        state: { up: true, admin: "drain", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0, failStreak: 0 },
       },
       {
         index: 2, id: "ap03", host: "127.0.0.1", port: 9003, tls: false, authority: "127.0.0.1:9003", hostLine: bytes("Host: 127.0.0.1:9003\r\n"),
-        weight: 1, backup: true, maxconn: 0, cookieValue: "ap03",
-        state: { up: true, admin: "maint", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
+        weight: 1, backup: true, maxconn: 0, slowstart: 0, cookieValue: "ap03",
+        state: { up: true, admin: "maint", active: 0, total: 0, failures: 0, rrCurrent: 0, upSince: expect.any(Number), lastChange: expect.any(Number), checks: 0, checkFailures: 0, lastCheck: "", downs: 0, failStreak: 0 },
       },
     ]);
     expect(api.servers[0]).toMatchObject({ host: "::1", port: 7001, authority: "[::1]:7001" });

@@ -310,6 +310,7 @@ function compileServer(s: ServerInput, index: number, addr: ReturnType<typeof pa
     checkFailures: 0,
     lastCheck: "",
     downs: 0,
+    failStreak: 0,
   };
   return Object.freeze({
     index,
@@ -322,6 +323,7 @@ function compileServer(s: ServerInput, index: number, addr: ReturnType<typeof pa
     weight: s.weight,
     backup: s.backup,
     maxconn: s.maxconn,
+    slowstart: s.slowstart,
     cookieValue,
     state,
   });

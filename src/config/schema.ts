@@ -192,6 +192,8 @@ const serverTable = table({
   route: v.optional(nonEmpty()),
   backup: v.optional(bool(), false),
   maxconn: v.optional(int(0), 0),
+  /** after coming back up, the server's weight ramps from ~5% to full over this time (HAProxy slowstart) */
+  slowstart: v.optional(duration(), "0s"),
   disabled: v.optional(bool(), false),
   drain: v.optional(bool(), false),
 });

@@ -11,6 +11,7 @@
 // Mutable state touched: ServerState.rrCurrent (roundrobin) and backend.rr.next (leastconn
 // tie rotation). Both are plain numbers on long-lived objects, so a pick allocates nothing.
 
+import { clock } from "./clock.ts";
 import type { CompiledBackend, CompiledServer } from "./types.ts";
 
 /** Ring points per unit of weight (as Ketama/HAProxy: enough for ~±10% spread with few servers). */
@@ -209,6 +210,22 @@ function pick(b: CompiledBackend, keyHash: number, exclude: number, backup: bool
 }
 
 /**
+ * The weight a server has now: with `slowstart`, a server that came back up after being down
+ * ramps from 5% to its full weight over that time (as HAProxy; never at start-up, only after a
+ * down). Used by the weight-driven algorithms (roundrobin, leastconn, random).
+ */
+export function weightOf(s: CompiledServer): number {
+  const w = s.weight;
+  if (s.slowstart === 0) return w;
+  const st = s.state;
+  if (st.downs === 0) return w;
+  const t = clock.now - st.upSince;
+  if (t >= s.slowstart) return w;
+  const ramp = (w * t) / s.slowstart;
+  return ramp > w / 20 ? ramp : w / 20;
+}
+
+/**
  * Smooth weighted round robin (nginx ngx_http_upstream_get_peer): every candidate gains its
  * weight, the highest current wins and pays back the total. Weights 5,1,1 give a a b a c a a.
  * Ties go to the lower index.
@@ -222,9 +239,10 @@ function pickRoundRobin(b: CompiledBackend, exclude: number, backup: boolean): n
     const s = servers[i]!;
     if (!candidate(s, i, exclude, backup)) continue;
     const st = s.state;
-    const current = st.rrCurrent + s.weight;
+    const w = weightOf(s);
+    const current = st.rrCurrent + w;
     st.rrCurrent = current;
-    total += s.weight;
+    total += w;
     if (best < 0 || current > bestCurrent) {
       best = i;
       bestCurrent = current;
@@ -252,10 +270,11 @@ function pickLeastConn(b: CompiledBackend, exclude: number, backup: boolean): nu
     const s = servers[i]!;
     if (!candidate(s, i, exclude, backup)) continue;
     const active = s.state.active;
-    if (best < 0 || active * bestWeight < bestActive * s.weight) {
+    const w = weightOf(s);
+    if (best < 0 || active * bestWeight < bestActive * w) {
       best = i;
       bestActive = active;
-      bestWeight = s.weight;
+      bestWeight = w;
     }
   }
   if (best >= 0) b.rr.next = best + 1 === n ? 0 : best + 1;
@@ -274,7 +293,7 @@ function pickRandom(b: CompiledBackend, exclude: number, backup: boolean): numbe
   for (let i = 0; i < n; i++) {
     const s = servers[i]!;
     if (!candidate(s, i, exclude, backup)) continue;
-    total += s.weight;
+    total += weightOf(s);
     last = i;
   }
   if (last < 0) return -1;
@@ -285,8 +304,9 @@ function pickRandom(b: CompiledBackend, exclude: number, backup: boolean): numbe
   for (let i = 0; i < n; i++) {
     const s = servers[i]!;
     if (!candidate(s, i, exclude, backup)) continue;
-    if (p1 < 0 && (r1 -= s.weight) < 0) p1 = i;
-    if (p2 < 0 && (r2 -= s.weight) < 0) p2 = i;
+    const w = weightOf(s);
+    if (p1 < 0 && (r1 -= w) < 0) p1 = i;
+    if (p2 < 0 && (r2 -= w) < 0) p2 = i;
     if (p1 >= 0 && p2 >= 0) break;
   }
   if (p1 < 0) p1 = last; // floating-point rounding at the very top of the range
@@ -294,7 +314,7 @@ function pickRandom(b: CompiledBackend, exclude: number, backup: boolean): numbe
   if (p1 === p2) return p1;
   const a = servers[p1]!;
   const c = servers[p2]!;
-  return c.state.active * a.weight < a.state.active * c.weight ? p2 : p1;
+  return c.state.active * weightOf(a) < a.state.active * weightOf(c) ? p2 : p1;
 }
 
 /** First candidate in declaration order: with maxconn, fills servers one after another (HAProxy `first`). */

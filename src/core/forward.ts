@@ -115,6 +115,8 @@ export class ClientConn implements Timed {
   /** request bytes to replay once if a reused keep-alive connection closes before answering */
   replay: Buffer | null = null;
   retried = false;
+  /** replayed once on a fresh connection after a reused one closed (does not use up `retried`) */
+  replayed = false;
   /** head end in reqBuf, and whether reqBuf holds the whole request (it can be run again) */
   reqEnd = 0;
   rerunnable = false;
@@ -912,7 +914,7 @@ export class UpstreamConn implements Timed {
     if (c === null) return;
     c.up = null;
     if (connecting) {
-      this.server.state.failures++;
+      passiveFailure(this.server, this.backend, "connect timeout");
       const why = `server ${this.server.id} (${this.server.authority}): connect timeout`;
       if (!retryElsewhere(c, this.server, why)) c.fail(504, why);
       return;
@@ -993,6 +995,7 @@ function onUpOpen(sock: Socket<UpstreamConn>): void {
   u.sock = sock;
   u.state = U_BUSY;
   u.deadline = clock.now + u.serverTimeout;
+  u.server.state.failStreak = 0;
   const c0 = u.client;
   if (c0 !== null && c0.rec !== null) c0.rec.tc = Date.now() - c0.tDispatch;
   const out = u.out;
@@ -1008,13 +1011,34 @@ function onUpConnectError(sock: Socket<UpstreamConn>, err: Error): void {
   if (u.state === U_CLOSED) return;
   const c = u.client;
   counters.upstreamConnectErrors++;
-  u.server.state.failures++;
+  passiveFailure(u.server, u.backend, (err as { code?: string }).code ?? err.message);
   u.sock = null;
   u.destroy();
   if (c === null || c.closed) return;
   c.up = null;
   const why = `connect to server ${u.server.id} (${u.server.authority}) failed: ${(err as { code?: string }).code ?? err.message}`;
-  if (!retryElsewhere(c, u.server, why)) c.fail(502, why);
+  if (retryElsewhere(c, u.server, why)) return;
+  // already moved once (exclude set) and refused again: no server could take it (HAProxy: 503)
+  if (c.exclude >= 0) c.fail(503, `${why}, after another server refused too: no server available`);
+  else c.fail(502, why);
+}
+
+/**
+ * Passive health: with `[health]` configured, `fall` consecutive failed connections mark the
+ * server down at once, without waiting for the next check; the active checks bring it back
+ * after `rise` successes. Without `[health]` nothing would bring it back, so it is not marked
+ * (each failed request is still retried elsewhere).
+ */
+function passiveFailure(s: CompiledServer, b: CompiledBackend | null, why: string): void {
+  const st = s.state;
+  st.failures++;
+  st.failStreak++;
+  const hc = b?.health;
+  if (hc == null || !st.up || st.failStreak < hc.fall) return;
+  st.up = false;
+  st.downs++;
+  st.lastChange = Date.now();
+  report("warn", `passive health: backend ${b!.name} server ${s.id} DOWN (${st.failStreak} consecutive connection failures: ${why})`);
 }
 
 /**
@@ -1359,6 +1383,7 @@ function finishExchange(c: ClientConn, u: UpstreamConn): void {
   c.reqBuf = null;
   c.replay = null;
   c.retried = false;
+  c.replayed = false;
   c.exclude = -1;
   c.resume(P_UPSTREAM);
   release(u.server, b);
@@ -1367,7 +1392,8 @@ function finishExchange(c: ClientConn, u: UpstreamConn): void {
     u.sock.resume();
     putIdle(u, poolIdle);
   } else u.destroy();
-  if (!c.keepAlive || (c.clientEnded && c.in === null)) {
+  // a graceful stop began after this response's head went out (kept alive then): close now
+  if (!c.keepAlive || c.lst.draining || (c.clientEnded && c.in === null)) {
     c.closing = true;
     if (c.out === null) c.sock.end();
     return;
@@ -1441,10 +1467,11 @@ function onUpClose(sock: Socket<UpstreamConn>): void {
     return;
   }
   const replay = c.replay;
-  if (!u.gotBytes && u.reused && replay !== null && !c.retried) {
+  if (!u.gotBytes && u.reused && replay !== null && !c.replayed) {
     // a keep-alive connection the server closed just as we reused it: replay once on a fresh one
+    // (if that one fails to connect, retryElsewhere may still move the request once)
     counters.retries++;
-    c.retried = true;
+    c.replayed = true;
     u.destroy();
     c.up = null;
     const s = c.server!;

@@ -49,6 +49,8 @@ export interface ServerState {
   lastCheck: string;
   /** up -> down transitions (HAProxy chkdown) */
   downs: number;
+  /** consecutive failed connections (passive health: `fall` of them mark the server down) */
+  failStreak: number;
   /** idle keep-alive connections to this server; owned by the core's pool, created lazily */
   pool?: unknown[];
 }
@@ -66,6 +68,8 @@ export interface CompiledServer {
   readonly weight: number;
   readonly backup: boolean;
   readonly maxconn: number; // 0 = unlimited
+  /** ms over which the weight ramps up after the server comes back up; 0 = off */
+  readonly slowstart: Ms;
   /** Persistence value carried in the insert cookie (server id, `cookie` override, or keyed hash). */
   readonly cookieValue: string;
   readonly state: ServerState;

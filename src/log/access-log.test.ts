@@ -322,13 +322,46 @@ describe("file sink", () => {
     renameSync(path, path + ".1");
     log.push(rec({ target: "/still-old" })); // written before the HUP: still to the open file
     await log.flush();
+    log.push(rec({ target: "/batched" })); // batched before the HUP: to the old file too
     log.reopen();
     log.push(rec({ target: "/after" }));
     await log.close();
     const old = readFileSync(path + ".1", "utf8").split("\n").filter(Boolean);
     expect(old[0]).toBe("earlier");
-    expect(old.slice(1).map((l) => l.split(" ")[6])).toEqual(["/before", "/still-old"]);
+    expect(old.slice(1).map((l) => l.split(" ")[6])).toEqual(["/before", "/still-old", "/batched"]);
     expect(readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => l.split(" ")[6])).toEqual(["/after"]);
+  });
+
+  test("a reopen while a write is in flight: what was batched before it still goes to the old file", async () => {
+    let file = 0;
+    const written: [number, string][] = [];
+    let release: () => void = () => {};
+    const sink: LogSink = {
+      name: "gen",
+      write(chunk) {
+        if (chunk.length > 0) written.push([file, chunk]);
+        return new Promise<void>((r) => (release = r));
+      },
+      reopen: () => void file++,
+      close: async () => {},
+    };
+    const log = new AccessLog({ format: "combined", sink, flushMs: 5 });
+    log.push(rec({ target: "/a" }));
+    await Bun.sleep(20); // "/a" in flight
+    log.push(rec({ target: "/b" }));
+    log.reopen();
+    log.push(rec({ target: "/c" }));
+    release();
+    await Bun.sleep(5);
+    release();
+    await Bun.sleep(20);
+    release();
+    await log.close(100);
+    expect(written.map(([f, c]) => [f, lines([c]).map((l) => l.split(" ")[6])])).toEqual([
+      [0, ["/a"]],
+      [0, ["/b"]],
+      [1, ["/c"]],
+    ]);
   });
 
   test("a full disk (/dev/full: ENOSPC) is reported and counted, pushes go on", async () => {
@@ -358,6 +391,38 @@ describe("file sink", () => {
     expect(warnings).toEqual([expect.stringMatching(/cannot write .*not-a-dir\/access\.log: ENOTDIR/)]);
     await log.close();
   });
+});
+
+describe("stdout sink", () => {
+  test("shared by processes (workers) on one pipe: every line arrives whole", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "latch-accesslog-"));
+    const script = join(dir, "writer.ts");
+    writeFileSync(
+      script,
+      `import { AccessLog, stdoutSink } from ${JSON.stringify(join(import.meta.dir, "access-log.ts"))};
+const id = process.argv[2];
+const log = new AccessLog({ format: "combined", sink: stdoutSink(true), flushMs: 1 });
+const r = ${JSON.stringify(rec())};
+for (let b = 0; b < 20; b++) {
+  for (let i = 0; i < 500; i++) log.push({ ...r, sessionId: id + "-" + b + "-" + i, target: "/" + id.repeat(50 + (i % 200)) });
+  await Bun.sleep(1);
+}
+await log.close(10_000);
+`,
+    );
+    const bun = process.execPath;
+    const proc = Bun.spawn(["sh", "-c", `"${bun}" "${script}" A & "${bun}" "${script}" B & "${bun}" "${script}" C & wait`], { stdout: "pipe", stderr: "inherit" });
+    const out = await new Response(proc.stdout as ReadableStream).text();
+    expect(await proc.exited).toBe(0);
+    const got = out.split("\n").filter(Boolean);
+    expect(got.length).toBe(3 * 20 * 500);
+    const whole = /^192\.0\.2\.7 - - \[[^\]]+\] "GET \/(A+|B+|C+) HTTP\/1\.1" 200 1234 .* sid=([ABC])-\d+-\d+ Tq\/Tw\/Tc\/Tr\/Tt=0\/0\/1\/3\/4 "-"$/;
+    const broken = got.filter((l) => {
+      const m = whole.exec(l);
+      return m === null || m[1]![0] !== m[2];
+    });
+    expect(broken.slice(0, 3)).toEqual([]);
+  }, 30_000);
 });
 
 describe("[log] settings", () => {

@@ -85,37 +85,59 @@ export function logField(s: string, quoted: boolean): string {
 }
 
 /** A timing in ms: -1 when not reached, integers as is, fractions to 0.1 ms. */
-function ms(t: number): string {
-  if (t < 0) return "-1";
-  return Number.isInteger(t) ? String(t) : String(Math.round(t * 10) / 10);
+function ms(t: number): number {
+  if (t < 0) return -1;
+  return (t | 0) === t ? t : Math.round(t * 10) / 10;
 }
+
+/** Names Latch itself made (config names, "--"-style flags, an address): never escaped, only `-` when empty. */
+const dash = (s: string): string => (s.length === 0 ? "-" : s);
 
 /**
  * Combined log format plus Latch's fields, one line with its "\n":
  * `client - - [time] "request" status bytes "referer" "user-agent" listener backend/server
- * persist=XY sid=S Tq/Tw/Tc/Tr/Tt=a/b/c/d/e "note"`. Empty fields are `-`.
+ * persist=XY sid=S Tq/Tw/Tc/Tr/Tt=a/b/c/d/e "note"`. Empty fields are `-`. What came from the
+ * client or a backend is escaped (logField); the listener, backend and server names are
+ * config names (letters, digits, `_.:-`), the client an address, the flags Latch's own.
  */
 export function formatCombined(r: AccessRecord): string {
-  const request = r.method.length === 0 ? "-" : logField(`${r.method} ${r.target} ${r.version}`, true);
+  const request = r.method.length === 0 ? "-" : `${logField(r.method, true)} ${logField(r.target, true)} ${logField(r.version, true)}`;
   return (
-    `${logField(r.client, false)} - - [${clfTime(r.time)}] "${request}" ${r.status} ${r.bytesOut} ` +
-    `"${logField(r.referer, true)}" "${logField(r.userAgent, true)}" ` +
-    `${logField(r.listener, false)} ${logField(r.backend, false)}/${logField(r.server, false)} ` +
+    `${dash(r.client)} - - [${clfTime(r.time)}] "${request}" ${r.status} ${r.bytesOut} ` +
+    `"${logField(r.referer, true)}" "${logField(r.userAgent, true)}" ${dash(r.listener)} ${dash(r.backend)}/${dash(r.server)} ` +
     `persist=${logField(r.persist, false)} sid=${logField(r.sessionId, false)} ` +
     `Tq/Tw/Tc/Tr/Tt=${ms(r.tq)}/${ms(r.tw)}/${ms(r.tc)}/${ms(r.tr)}/${ms(r.tt)} "${logField(r.note, true)}"\n`
   );
 }
 
-const q = JSON.stringify;
-
 /** One JSON object per line: every record field, `time` as ISO 8601 UTC and `ts` in ms since the epoch. */
 export function formatJson(r: AccessRecord): string {
+  // one object literal and one stringify: faster than stringifying field by field
   return (
-    `{"time":"${isoTime(r.time)}","ts":${r.time},"client":${q(r.client)},"clientPort":${r.clientPort},` +
-    `"listener":${q(r.listener)},"method":${q(r.method)},"target":${q(r.target)},"version":${q(r.version)},` +
-    `"status":${r.status},"bytesOut":${r.bytesOut},"referer":${q(r.referer)},"userAgent":${q(r.userAgent)},` +
-    `"backend":${q(r.backend)},"server":${q(r.server)},"persist":${q(r.persist)},"sessionId":${q(r.sessionId)},` +
-    `"tq":${r.tq},"tw":${r.tw},"tc":${r.tc},"tr":${r.tr},"tt":${r.tt},"note":${q(r.note)}}\n`
+    JSON.stringify({
+      time: isoTime(r.time),
+      ts: r.time,
+      client: r.client,
+      clientPort: r.clientPort,
+      listener: r.listener,
+      method: r.method,
+      target: r.target,
+      version: r.version,
+      status: r.status,
+      bytesOut: r.bytesOut,
+      referer: r.referer,
+      userAgent: r.userAgent,
+      backend: r.backend,
+      server: r.server,
+      persist: r.persist,
+      sessionId: r.sessionId,
+      tq: r.tq,
+      tw: r.tw,
+      tc: r.tc,
+      tr: r.tr,
+      tt: r.tt,
+      note: r.note,
+    }) + "\n"
   );
 }
 
@@ -174,20 +196,42 @@ export function fileSink(path: string): LogSink {
 
 let stdoutGuarded = false;
 
+/** a pipe takes a write of at most this many bytes whole (POSIX PIPE_BUF on Linux) */
+const PIPE_BUF = 4096;
+
+const writeStdout = (data: string | Uint8Array): Promise<void> =>
+  new Promise<void>((done, fail) => process.stdout.write(data, (e) => (e ? fail(e) : done())));
+
 /**
  * The process's stdout. Its write callback says when the chunk has left (a stalled reader:
  * not yet, and AccessLog keeps batching). A stdout that fails (EPIPE, ENOSPC) emits "error"
  * on the stream, which would kill the process: a listener turns that into a failed write.
+ *
+ * `shared`: other processes write to the same stdout (workers of a supervisor). A pipe
+ * keeps a write whole only up to PIPE_BUF bytes, so the batch goes out in pieces of whole
+ * lines of at most that size, one after the other: lines of two workers never mix.
  */
-export function stdoutSink(): LogSink {
+export function stdoutSink(shared = false): LogSink {
   if (!stdoutGuarded) {
     stdoutGuarded = true;
     process.stdout.on("error", () => {}); // reported through the write callbacks
   }
   return {
     name: "stdout",
-    write: (chunk) =>
-      chunk.length === 0 ? Promise.resolve() : new Promise<void>((done, fail) => process.stdout.write(chunk, (e) => (e ? fail(e) : done()))),
+    async write(chunk) {
+      if (chunk.length === 0) return;
+      if (!shared || chunk.length <= PIPE_BUF / 4) return writeStdout(chunk); // <= 4 bytes per char in UTF-8
+      const buf = Buffer.from(chunk, "utf8");
+      for (let pos = 0; pos < buf.length; ) {
+        let end = Math.min(buf.length, pos + PIPE_BUF);
+        if (end < buf.length) {
+          const nl = buf.lastIndexOf(0x0a, end - 1);
+          end = nl >= pos ? nl + 1 : buf.indexOf(0x0a, end) + 1 || buf.length; // a line longer than PIPE_BUF: whole, alone
+        }
+        await writeStdout(buf.subarray(pos, end));
+        pos = end;
+      }
+    },
     reopen() {},
     close: async () => {},
   };
@@ -237,8 +281,9 @@ const MAX_PENDING_LINES = 50_000;
 const RETRY_MS = 1000;
 
 function describeError(e: unknown): string {
-  if (e instanceof Error) return (e as NodeJS.ErrnoException).code ? `${(e as NodeJS.ErrnoException).code}: ${e.message}` : e.message;
-  return String(e);
+  if (!(e instanceof Error)) return String(e);
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === undefined || e.message.startsWith(code) ? e.message : `${code}: ${e.message}`;
 }
 
 export class AccessLog {
@@ -259,7 +304,10 @@ export class AccessLog {
   #timer: ReturnType<typeof setTimeout> | null = null;
   #immediate = false;
   #inFlight: Promise<void> | null = null;
+  #inFlightLines = 0;
   #retryAt = 0;
+  #rotate = false;
+  #rotateLines = 0;
   #closed = false;
 
   // drop burst
@@ -327,10 +375,29 @@ export class AccessLog {
     this.#format = FORMATTERS[format];
   }
 
-  /** Log rotation (SIGHUP): the next batch goes to a newly opened file. */
+  /**
+   * Log rotation (SIGHUP): the lines batched so far still go to the file as it was (it has
+   * just been renamed), then the sink is reopened for the next batch.
+   */
   reopen(): void {
-    this.#sink.reopen();
     this.#retryAt = 0; // the operator may just have fixed the cause of a failure
+    this.#rotate = true;
+    this.#rotateLines = this.#pending.length;
+    if (this.#inFlight === null) this.#rotateNow();
+  }
+
+  /** Writes the lines batched before the reopen to the old file, then reopens. */
+  #rotateNow(): void {
+    const n = this.#rotateLines;
+    this.#rotate = false;
+    this.#rotateLines = 0;
+    if (n > 0) {
+      const before = this.#pending.slice(0, n).join("");
+      this.#pending = this.#pending.slice(n);
+      this.#pendingBytes -= before.length;
+      this.#write(before, n); // the sink has started this write on the old file
+    }
+    this.#sink.reopen();
   }
 
   /** the sink's name: a path, or "stdout" */
@@ -367,7 +434,7 @@ export class AccessLog {
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
     this.#reportDrops(true);
-    if (!done) this.#warn(`access log: ${this.#sink.name} did not take the last ${this.#pending.length} lines within ${timeoutMs} ms`);
+    if (!done) this.#warn(`access log: ${this.#sink.name} did not take the last ${this.#pending.length + this.#inFlightLines} lines within ${timeoutMs} ms`);
     this.#pending = [];
     this.#pendingBytes = 0;
     if (done) await this.#sink.close();
@@ -409,6 +476,7 @@ export class AccessLog {
 
   #write(chunk: string, lines: number): void {
     this.#stats.writes += lines > 0 ? 1 : 0;
+    this.#inFlightLines = lines;
     let p: Promise<void>;
     try {
       p = this.#sink.write(chunk);
@@ -423,6 +491,7 @@ export class AccessLog {
 
   #done(lines: number, error: unknown): void {
     this.#inFlight = null;
+    this.#inFlightLines = 0;
     if (error === null) {
       this.#stats.written += lines;
       if (this.#failing > 0) {
@@ -437,6 +506,10 @@ export class AccessLog {
       this.#failing++;
       this.#failingLost += lines;
       this.#retryAt = Date.now() + this.#retryMs;
+    }
+    if (this.#rotate) {
+      this.#rotateNow();
+      if (this.#inFlight !== null) return; // its end arms the next write
     }
     if (this.#pending.length === 0) return;
     if (this.#pending.length >= this.#batchLines) this.#kick(); // backlogged: at once (or after the retry pause)
@@ -489,7 +562,13 @@ export interface AccessLogSettings {
  * when access logging is off. An unchanged destination is kept (and reopened, for rotation
  * by mv + SIGHUP); a new one replaces the old, which writes what it holds and closes.
  */
-export function reconfigureAccessLog(current: AccessLog | null, next: AccessLogSettings, warn?: (msg: string) => void): AccessLog | null {
+export function reconfigureAccessLog(
+  current: AccessLog | null,
+  next: AccessLogSettings,
+  warn?: (msg: string) => void,
+  /** other processes (workers) write to the same stdout */
+  sharedStdout = false,
+): AccessLog | null {
   if (!next.access) {
     void current?.close();
     return null;
@@ -500,7 +579,7 @@ export function reconfigureAccessLog(current: AccessLog | null, next: AccessLogS
     return current;
   }
   void current?.close();
-  const log = new AccessLog({ format: next.format, sink: next.file === null ? stdoutSink() : fileSink(next.file), warn });
+  const log = new AccessLog({ format: next.format, sink: next.file === null ? stdoutSink(sharedStdout) : fileSink(next.file), warn });
   log.open();
   return log;
 }

@@ -322,6 +322,14 @@ export class SessionManager {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
   }
 
+  private lastProbe = 0;
+
+  private probe(nowMs: number): void {
+    if (nowMs - this.lastProbe < 1000) return;
+    this.lastProbe = nowMs;
+    this.track(this.redis().ping());
+  }
+
   private track(p: Promise<unknown>): void {
     this.inflight.add(p);
     p.then(
@@ -446,8 +454,13 @@ export class SessionManager {
         if (kind === P_DELETE && s.id !== null) this.track(store.delete(s.id));
         return view.deleteLine;
       }
-      // Redis is failing: a cookie for a session that cannot be stored would only mislead
-      if (this.redisDown) return null;
+      // Redis is failing: a cookie for a session that cannot be stored would only mislead.
+      // Ask it (at most once a second) whether it is back: clients without a cookie never
+      // read from it, so without this nothing would ever clear redisDown.
+      if (this.redisDown) {
+        this.probe(nowMs);
+        return null;
+      }
       const rec = { data, created, lastSeen: nowSec };
       const ttl = this.ttlMs(created, nowMs);
       const old = s.status === "ok" ? s.id! : null;

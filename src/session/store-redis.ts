@@ -89,6 +89,11 @@ export class RedisStore {
     return (await bounded(this.redis().del(this.key(id)))) > 0;
   }
 
+  /** One round trip: resolves once Redis answers (used to learn that a failed Redis is back). */
+  async ping(): Promise<void> {
+    await bounded(this.redis().send("PING", []));
+  }
+
   /** Milliseconds left before Redis forgets the session: -2 = no such key, -1 = no TTL. */
   async pttl(id: string): Promise<number> {
     return await bounded(this.redis().pttl(this.key(id)));

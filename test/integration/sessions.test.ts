@@ -48,10 +48,14 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!();
-  await redis?.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
+  try {
+    // one failing cleanup must not leave the rest (redis-server, backends) running
+    while (cleanups.length > 0) await Promise.resolve().then(cleanups.pop()!).catch((e) => console.error("cleanup:", e));
+  } finally {
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 30_000);
 
 // ---------------------------------------------------------------------------------------------
 // the backend: reports the session headers it received, changes the session on request
@@ -62,7 +66,7 @@ afterAll(async () => {
 //   ?cc=<v>    Cache-Control: <v>
 
 function app() {
-  const b = recordingBackend("app", ({ head }) => {
+  const b = recordingBackend("app", ({ head, body: reqBody }) => {
     const lines = head.split("\r\n");
     const url = new URL(lines[0]!.split(" ")[1]!, "http://backend");
     // every copy, whatever the letter case of its name
@@ -72,7 +76,8 @@ function app() {
       .map((l) => l.slice(l.indexOf(":") + 1).trim());
     const q = url.searchParams;
     const out: string[] = [];
-    if (q.has("set")) out.push(`${q.get("hdr") ?? "X-Replace-Session"}: ${q.get("set")}`);
+    // non-ASCII goes out as raw UTF-8 bytes (the response is written as latin1)
+    if (q.has("set")) out.push(`${q.get("hdr") ?? "X-Replace-Session"}: ${Buffer.from(q.get("set")!, "utf8").toString("latin1")}`);
     if (q.has("del")) out.push("X-Replace-Session:");
     if (q.has("renew")) out.push("X-Session-Renew: 1");
     if (q.has("incr")) {
@@ -80,11 +85,17 @@ function app() {
       out.push(`X-Replace-Session: user=alice&n=${n + 1}`);
     }
     if (q.has("cc")) out.push(`Cache-Control: ${q.get("cc")}`);
-    const body = JSON.stringify({ path: url.pathname, session });
+    const body = JSON.stringify({ path: url.pathname, session, received: reqBody.length, sum: sum(reqBody) });
     return `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${out.map((l) => `${l}\r\n`).join("")}\r\n${body}`;
   });
   cleanups.push(() => b.stop());
   return b;
+}
+
+function sum(b: Uint8Array): number {
+  let s = 0;
+  for (let i = 0; i < b.length; i++) s = (s * 31 + b[i]!) >>> 0;
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -479,6 +490,50 @@ for (const store of STORES) {
       expect(st.opened - opened).toBe(8);
     });
 
+    test("session data in one spelling: escapes kept, raw UTF-8 from the backend read as UTF-8", async () => {
+      const cases: [string, string][] = [
+        ["user=alice&note=a+b%26c%3Dd", "user=alice&note=a+b%26c%3Dd"],
+        ["name=%C3%A4%E2%82%AC", "name=%C3%A4%E2%82%AC"],
+        ["name=ä€", "name=%C3%A4%E2%82%AC"], // raw UTF-8 bytes in the header
+        ["b=2&a=1&b=3&gone&empty=", "b=3&a=1"], // mod_session rules: last wins, bare key and empty value unset
+      ];
+      for (const [written, seen] of cases) {
+        const c = (await get(port, `/?set=${enc(written)}`)).cookie!;
+        expect(c).toBeTruthy();
+        expect((await get(port, "/", { cookie: c })).session).toEqual([seen]);
+      }
+      // nothing valid in it: no session created
+      const none = await get(port, `/?set=${enc("%zz=1&=2")}`);
+      expect(none.setCookie).toBeUndefined();
+    });
+
+    test("a large request body (1 MB, and chunked in pieces) waits with the session and arrives whole", async () => {
+      const c = (await get(port, `/?set=${enc("user=alice")}`)).cookie!;
+      const body = Buffer.alloc(1 << 20);
+      for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
+      const client = await RawClient.connect(port);
+      // one write: most of the body is there while the session is being opened
+      client.write(Buffer.concat([Buffer.from(`POST /upload HTTP/1.1\r\nHost: app.test\r\nCookie: session=${c}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+      const r1 = toReply(await client.response({ ms: 10_000 }));
+      expect(r1.status).toBe(200);
+      expect(r1.session).toEqual(["user=alice"]);
+      const got = JSON.parse(r1.res.body.toString()) as { received: number; sum: number };
+      expect(got.received).toBe(body.length);
+      expect(got.sum).toBe(sum(body));
+      // chunked, in separate writes after the head, then a pipelined GET
+      client.write(`POST /chunks HTTP/1.1\r\nHost: app.test\r\nCookie: session=${c}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      client.write("5\r\nhello\r\n");
+      await Bun.sleep(5);
+      client.write("6\r\n world\r\n0\r\n\r\n" + raw("/after", { cookie: c }));
+      const r2 = toReply(await client.response());
+      expect(r2.session).toEqual(["user=alice"]);
+      expect((JSON.parse(r2.res.body.toString()) as { received: number }).received).toBe(11);
+      const r3 = toReply(await client.response());
+      expect((JSON.parse(r3.res.body.toString()) as { path: string }).path).toBe("/after");
+      expect(r3.session).toEqual(["user=alice"]);
+      client.close();
+    });
+
     test("idle and absolute expiry: an empty session, a clearing Set-Cookie, 200", async () => {
       const l2 = started(
         config({
@@ -665,14 +720,22 @@ async function pipelinedCase(store: Store): Promise<void> {
     expect((JSON.parse(r.res.body.toString()) as { path: string }).path).toBe(`/step${i}`);
     expect(r.session).toEqual([`user=alice&n=${i}`]);
   }
+  // a POST with a body larger than what is held back while a session opens, then a GET: one write
+  const body = Buffer.alloc(200_000, 0x62);
+  c.write(Buffer.concat([Buffer.from(`POST /post?incr=1 HTTP/1.1\r\nHost: app.test\r\nCookie: session=${id}\r\nContent-Length: ${body.length}\r\n\r\n`), body, Buffer.from(raw("/get?incr=1", { cookie: id }))]));
+  const rp = toReply(await c.response());
+  expect((JSON.parse(rp.res.body.toString()) as { received: number }).received).toBe(body.length);
+  expect(rp.session).toEqual([`user=alice&n=${2 * N}`]);
+  const rg = toReply(await c.response());
+  expect(rg.session).toEqual([`user=alice&n=${2 * N + 1}`]);
   // read, delete, read: the third already finds no session
   c.write(raw("/a", { cookie: id }) + raw("/b?del=1", { cookie: id }) + raw("/c", { cookie: id }));
   const ra = toReply(await c.response());
   const rb = toReply(await c.response());
   const rc = toReply(await c.response());
-  expect(ra.session).toEqual([`user=alice&n=${2 * N}`]);
+  expect(ra.session).toEqual([`user=alice&n=${2 * N + 2}`]);
   expect(ra.setCookie).toBeUndefined();
-  expect(rb.session).toEqual([`user=alice&n=${2 * N}`]);
+  expect(rb.session).toEqual([`user=alice&n=${2 * N + 2}`]);
   expectCleared(rb);
   expect(rc.status).toBe(200);
   expect(rc.session).toEqual([]);
@@ -772,6 +835,53 @@ describe.skipIf(!HAVE_REDIS)(`store = "redis": shared and pipelined`, () => {
   });
 
   test("pipelined requests on one connection (the async open): in order, each sees the previous one's session", () => pipelinedCase("redis"));
+
+  test("Redis stopped: an empty session, 200, the cookie left alone, counted; Redis back: sessions again", async () => {
+    const own = await startRedis();
+    let alive: RedisServer | null = own;
+    cleanups.push(() => alive?.stop());
+    const l = started(config({ stateDir: stateDir(), listeners: listener("web", route("/", "main")), sessions: sessionTable("redis", "main", { redisUrl: own.url }) }));
+    const port = l.ports["web"]!;
+    const st = statsOf(l);
+    const id = (await get(port, `/?set=${enc("user=alice")}`)).cookie!;
+    await l.proxy.config.sessions.get("main")!.settled();
+    expect((await get(port, "/", { cookie: id })).session).toEqual(["user=alice"]);
+
+    await own.stop();
+    alive = null;
+    const errors = st.errors;
+    for (let i = 0; i < 3; i++) {
+      const t = Date.now();
+      const r = await get(port, `/?set=${enc("user=bob")}`, { cookie: id });
+      expect(r.status).toBe(200);
+      expect(r.session).toEqual([]);
+      expect(r.setCookie).toBeUndefined(); // neither cleared (it may be good) nor a session that cannot be stored
+      expect(Date.now() - t).toBeLessThan(4000);
+    }
+    expect(st.errors).toBeGreaterThan(errors);
+    expect(st.lastError).not.toBe("");
+    const fresh = await get(port, `/?set=${enc("user=carol")}`);
+    expect(fresh.status).toBe(200);
+    expect(fresh.setCookie).toBeUndefined();
+
+    // the same port again (empty: no persistence): new sessions work once the client reconnects
+    const back = Bun.spawn([REDIS_BIN!, "--port", String(own.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore", stderr: "inherit" });
+    alive = { ...own, pid: back.pid, stop: async () => { if (back.exitCode === null) process.kill(back.pid, "SIGKILL"); await back.exited; } };
+    const until = Date.now() + 8000;
+    let cookie: string | undefined;
+    while (Date.now() < until) {
+      const r = await get(port, `/?set=${enc("user=dave")}`);
+      expect(r.status).toBe(200);
+      if (r.cookie) {
+        cookie = r.cookie;
+        break;
+      }
+      await Bun.sleep(200);
+    }
+    expect(cookie).toBeTruthy();
+    await l.proxy.config.sessions.get("main")!.settled();
+    expect((await get(port, "/", { cookie })).session).toEqual(["user=dave"]);
+  }, 20_000);
 });
 
 // =============================================================================================

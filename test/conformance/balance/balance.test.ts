@@ -3,7 +3,8 @@
 // Backends are built by hand here; nothing from src/config is imported.
 
 import { describe, expect, test } from "bun:test";
-import { buildRing, chooseServer, eligible, hashKey, hashString } from "../../../src/core/balance.ts";
+import { buildRing, chooseServer, eligible, hashKey, hashString, weightOf } from "../../../src/core/balance.ts";
+import { clock } from "../../../src/core/clock.ts";
 import type { BalanceAlgo, CompiledBackend, CompiledServer, ServerState } from "../../../src/core/types.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -16,6 +17,7 @@ interface ServerSpec {
   weight?: number;
   backup?: boolean;
   maxconn?: number;
+  slowstart?: number;
   up?: boolean;
   admin?: ServerState["admin"];
   active?: number;
@@ -48,8 +50,9 @@ function makeBackend(kind: Kind, specs: readonly (ServerSpec | string)[], hashBo
       weight: spec.weight ?? 1,
       backup: spec.backup ?? false,
       maxconn: spec.maxconn ?? 0,
+      slowstart: spec.slowstart ?? 0,
       cookieValue: spec.id,
-      state: { up: spec.up ?? true, admin: spec.admin ?? "ready", active: spec.active ?? 0, total: 0, failures: 0, rrCurrent: 0, upSince: 0, lastChange: 0, checks: 0, checkFailures: 0, lastCheck: "", downs: 0 },
+      state: { up: spec.up ?? true, admin: spec.admin ?? "ready", active: spec.active ?? 0, total: 0, failures: 0, rrCurrent: 0, upSince: 0, lastChange: 0, checks: 0, checkFailures: 0, lastCheck: "", downs: 0, failStreak: 0 },
     };
   });
   const ring = buildRing(servers);
@@ -554,5 +557,39 @@ describe("hashKey / hashString", () => {
       const h = hashString(`k${i}`);
       expect(Number.isInteger(h) && h >= 0 && h <= 0xffffffff).toBe(true);
     }
+  });
+});
+
+describe("slowstart", () => {
+  // weightOf reads the coarse clock; set it explicitly so the test is about the ramp, not timing
+  const at = (now: number) => {
+    clock.now = now;
+  };
+
+  test("a server back from down ramps from 5% to its full weight over slowstart; never at start-up", () => {
+    const b = makeBackend("roundrobin", [{ id: "a", weight: 10, slowstart: 10_000 }, { id: "b", weight: 10 }]);
+    const [a] = b.servers;
+    at(1_000_000);
+    expect(weightOf(a!)).toBe(10); // never been down: full weight from the start
+    a!.state.downs = 1;
+    a!.state.upSince = 1_000_000;
+    expect(weightOf(a!)).toBe(0.5); // just back: 5%
+    at(1_005_000);
+    expect(weightOf(a!)).toBe(5); // half way
+    at(1_010_000);
+    expect(weightOf(a!)).toBe(10);
+  });
+
+  test("roundrobin gives a slow-starting server its share of the ramp", () => {
+    const b = makeBackend("roundrobin", [{ id: "a", weight: 10, slowstart: 10_000 }, { id: "b", weight: 10 }]);
+    const [a] = b.servers;
+    a!.state.downs = 1;
+    a!.state.upSince = 2_000_000;
+    at(2_002_500); // 25%: a has weight 2.5 against b's 10
+    const picks = { a: 0, b: 0 } as Record<string, number>;
+    for (let i = 0; i < 1000; i++) picks[chooseServer(b, -1, -1)!.id]!++;
+    expect(picks.a).toBe(200);
+    expect(picks.b).toBe(800);
+    at(Date.now());
   });
 });
