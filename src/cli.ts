@@ -12,6 +12,7 @@ import { carryTables, loadTables, saveTables, startPeriodicSaves } from "./state
 import { runSupervisor, workerConfig, workerReady, workerSlot, workerTag } from "./supervisor.ts";
 import { HealthChecker } from "./health/checker.ts";
 import type { CompiledConfig } from "./core/types.ts";
+import type { SessionManager } from "./session/session.ts";
 import pkg from "../package.json" with { type: "json" };
 
 const USAGE = `usage:
@@ -46,6 +47,12 @@ function applyAccessLog(settings: CompiledConfig["log"]): void {
   setAccessSink(accessLog === null ? null : accessLog.push);
 }
 
+/** Waits (bounded) for session writes already sent, then closes the stores. */
+async function closeSessions(managers: readonly SessionManager[]): Promise<void> {
+  await Promise.race([Promise.all(managers.map((m) => m.settled())), Bun.sleep(2000)]);
+  for (const m of managers) m.close();
+}
+
 function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => void = () => {}): Proxy {
   setReporter(log);
   applyAccessLog(cfg.log);
@@ -63,6 +70,11 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
   const health = new HealthChecker(log);
   health.start(cfg);
   let stopSaves = startPeriodicSaves(() => proxy.config, cfg.snapshotInterval, log);
+  // server-side session stores: expired rows swept once a minute (Redis expires keys itself)
+  const sweeper = setInterval(() => {
+    for (const m of proxy.config.sessions.values()) m.sweep();
+  }, 60_000);
+  sweeper.unref();
   if (reloadFrom !== null) {
     process.on("SIGHUP", () => {
       try {
@@ -72,6 +84,9 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
         saveTables(old, log);
         carryTables(old, next, log);
         proxy.reload(next);
+        // the old [session.NAME] stores serve requests still in flight on the old config: closed later
+        const oldSessions = [...old.sessions.values()];
+        if (oldSessions.length > 0) setTimeout(() => closeSessions(oldSessions), 60_000).unref();
         health.start(next); // stops the old checker first; carried-over servers keep their up/down
         applyAccessLog(next.log); // and reopens the file (rotation: mv, then SIGHUP)
         if (next.snapshotInterval !== old.snapshotInterval) {
@@ -92,6 +107,8 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
     log("info", "stopping: no new connections, finishing the ones in flight");
     health.stop();
     await proxy.stop(5000);
+    clearInterval(sweeper);
+    await closeSessions([...proxy.config.sessions.values()]);
     setAccessSink(null);
     await accessLog?.close(2000); // what is batched, bounded: a stalled sink does not hold the exit
     stopSaves();
