@@ -1277,7 +1277,10 @@ function startResponse(c: ClientConn, u: UpstreamConn, buf: Buffer, end: number)
   if (p !== null && p.mode === "insert" && c.insertFirst >= 0 && !backendSetsCookie) {
     planAddAll(setCookieLine(p, b, c.server!.index, clock.sec, c.insertFirst));
     counters.persistInserts++;
-    if (rec !== null) rec.persist = rec.persist[0] + (rec.persist[0] === "V" ? "U" : "I");
+    if (rec !== null) {
+      rec.persist = rec.persist[0] + (rec.persist[0] === "V" ? "U" : "I");
+      if (rec.sessionId === "-") rec.sessionId = c.server!.cookieValue; // the value just handed out
+    }
     if (p.nocache && cacheable) {
       planAddAll(CC_PRIVATE);
       cacheable = false;
