@@ -189,8 +189,20 @@ function candidate(s: CompiledServer, i: number, exclude: number, backup: boolea
  */
 export function chooseServer(b: CompiledBackend, keyHash: number, exclude: number): CompiledServer | null {
   let i = pick(b, keyHash, exclude, false);
-  if (i < 0) i = pick(b, keyHash, exclude, true);
+  // backups only when no primary is up (Apache status=+H, HAProxy backup): primaries that are
+  // merely full (maxconn) make the request wait in the queue, not spill over to a backup
+  if (i < 0 && !primaryFull(b, exclude)) i = pick(b, keyHash, exclude, true);
   return i < 0 ? null : b.servers[i]!;
+}
+
+/** Some primary is up and ready but at its maxconn. */
+function primaryFull(b: CompiledBackend, exclude: number): boolean {
+  const servers = b.servers;
+  for (let i = 0; i < servers.length; i++) {
+    const s = servers[i]!, st = s.state;
+    if (!s.backup && i !== exclude && s.weight > 0 && st.up && st.admin === "ready" && s.maxconn > 0 && st.active >= s.maxconn) return true;
+  }
+  return false;
 }
 
 function pick(b: CompiledBackend, keyHash: number, exclude: number, backup: boolean): number {

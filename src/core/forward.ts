@@ -1085,8 +1085,8 @@ function enqueue(c: ClientConn, b: CompiledBackend): void {
   if (!c.queued) {
     c.queued = true;
     c.queueOf = b;
-    c.queuedSince = clock.now;
-    c.deadline = clock.now + b.timeouts.queue;
+    c.queuedSince = Date.now();
+    c.deadline = c.queuedSince + b.timeouts.queue; // a fresh clock: the queue timeout is not cut short by the tick
     b.queue.push(c);
     counters.queued++;
   } else b.queue.unshift(c); // woken but beaten to the slot: keep its place at the head

@@ -26,9 +26,6 @@ afterEach(async () => {
   await running?.stop();
   running = null;
   while (cleanups.length > 0) await cleanups.pop()!();
-  // the kills log a line per retried request: leave the shared buffer (capped at 1000, read by
-  // index as reported.slice(from)) empty for the files that run after this one
-  reported.length = 0;
 });
 
 function backend(name: string, respond?: Parameters<typeof recordingBackend>[1]): Backend {

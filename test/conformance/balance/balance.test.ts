@@ -146,15 +146,19 @@ const commonCases: Case[] = [
         }
         const b = makeBackend(kind, specs);
         const anyPrimary = b.servers.some((s) => !s.backup && s.weight > 0 && eligible(s));
+        // a primary up and ready but at its maxconn: the request queues rather than spill to a backup
+        const primaryFull = b.servers.some((s) => !s.backup && s.weight > 0 && s.state.up && s.state.admin === "ready" && s.maxconn > 0 && s.state.active >= s.maxconn);
         for (let k = 0; k < 20; k++) {
           const s = chooseServer(b, k % 5 === 0 ? -1 : keyFor(trial * 20 + k), -1);
           if (s === null) {
-            expect(b.servers.some((x) => x.weight > 0 && eligible(x))).toBe(false);
+            expect(anyPrimary).toBe(false);
+            if (!primaryFull) expect(b.servers.some((x) => x.weight > 0 && eligible(x))).toBe(false);
             continue;
           }
           expect(eligible(s)).toBe(true);
           expect(s.weight).toBeGreaterThan(0);
           expect(s.backup).toBe(!anyPrimary);
+          if (s.backup) expect(primaryFull).toBe(false);
         }
       }
     },
@@ -184,7 +188,7 @@ const commonCases: Case[] = [
     },
   },
   {
-    name: "backup only when every primary is down/maint/drain/full",
+    name: "backup only when every primary is down/maint/drain; a full primary queues instead",
     run(kind) {
       const backups: ServerSpec[] = [{ id: "x", backup: true }, { id: "y", backup: true }];
       // one primary still eligible: backups never used
@@ -195,15 +199,18 @@ const commonCases: Case[] = [
         { id: "a", up: false },
         { id: "b", admin: "maint" },
         { id: "c", admin: "drain" },
-        { id: "d", maxconn: 3, active: 3 },
         { id: "e", weight: 0 },
         ...backups,
       ]);
       const got = pickMany(out, 200);
       for (const id of got) expect(["x", "y"]).toContain(id!);
-      // a full primary frees a slot: back to primaries
-      out.servers[3]!.state.active = 2;
-      expect(new Set(pickMany(out, 50))).toEqual(new Set(["d"]));
+      // a primary that is up but at its maxconn: null (the caller queues), not a backup
+      const full = makeBackend(kind, [{ id: "a", up: false }, { id: "d", maxconn: 3, active: 3 }, ...backups]);
+      expect(chooseServer(full, keyFor(1), -1)).toBeNull();
+      expect(chooseServer(full, -1, -1)).toBeNull();
+      // it frees a slot: back to it
+      full.servers[1]!.state.active = 2;
+      expect(new Set(pickMany(full, 50))).toEqual(new Set(["d"]));
     },
   },
   {
