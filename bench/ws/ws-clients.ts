@@ -16,7 +16,7 @@
 //     Opens CONNS connections ({"ev":"connected"}), then each keeps DEPTH binary messages of SIZE
 //     bytes in flight (ping-pong with a pipeline: every echo received is answered by a new
 //     message, all the replies to one read in one write). After WARMUP_MS: {"ev":"start"};
-//     SECONDS later: {"ev":"done","msgs":..,"seconds":..,"p50us":..,"p99us":..,"cpuUs":..}; exits.
+//     SECONDS later: {"ev":"done","msgs":..,"seconds":..,"p50us":..,"p99us":..,"cpuUs":..,"perSecond":[..]}; exits.
 //
 // Every line is prefixed by nothing else; errors go to stderr. Exits by itself when its parent
 // goes away.
@@ -387,7 +387,14 @@ async function echo(nConns: number, depth: number, seconds: number, warmupMs: nu
   const m0 = performance.now();
   measuring = true;
   emit({ ev: "start" });
+  const perSecond: number[] = [];
+  let lastCount = 0;
+  const ticker = setInterval(() => {
+    perSecond.push(msgs - lastCount);
+    lastCount = msgs;
+  }, 1000);
   await Bun.sleep(seconds * 1000);
+  clearInterval(ticker);
   measuring = false;
   const m1 = performance.now();
   const cpu1 = process.cpuUsage(cpu0);
@@ -411,6 +418,7 @@ async function echo(nConns: number, depth: number, seconds: number, warmupMs: nu
     p99us: pct(0.99),
     badLength: bad,
     cpuUs: cpu1.user + cpu1.system,
+    perSecond,
   });
   await Bun.sleep(100); // let the messages in flight come back
   for (const c of conns) c.sock?.end();

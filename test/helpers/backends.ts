@@ -2,6 +2,7 @@
 // come later (per-connection order kept), access to the socket (to close it, to send interim
 // responses), and the parsed requests. Like recordingBackend, it records every byte received.
 
+import { takeRequest } from "./raw.ts";
 import type { Socket, TCPSocketListener } from "bun";
 
 export interface BackendReq {
@@ -75,38 +76,11 @@ export function scriptedBackend(respond: Respond): ScriptedBackend {
         conns[st.id] = Buffer.concat([conns[st.id], d]);
         st.buf = Buffer.concat([st.buf, d]);
         for (;;) {
-          const b = st.buf;
-          const he = b.indexOf("\r\n\r\n");
-          if (he < 0) return;
-          const head = b.subarray(0, he).toString("latin1");
-          let p = he + 4;
-          let body: Buffer = Buffer.alloc(0);
-          const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-          if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
-            const parts: Buffer[] = [];
-            for (;;) {
-              const le = b.indexOf("\r\n", p);
-              if (le < 0) return;
-              const size = parseInt(b.subarray(p, le).toString("latin1"), 16);
-              if (size === 0) {
-                const end = b.indexOf("\r\n\r\n", le);
-                if (end < 0) return;
-                p = end + 4;
-                break;
-              }
-              if (b.length < le + 4 + size) return;
-              parts.push(b.subarray(le + 2, le + 2 + size));
-              p = le + 4 + size;
-            }
-            body = Buffer.concat(parts);
-          } else if (cl) {
-            const len = Number(cl[1]);
-            if (b.length < p + len) return;
-            body = b.subarray(p, p + len);
-            p += len;
-          }
-          st.buf = Buffer.from(b.subarray(p));
-          const req = parseReq(head, Buffer.from(body), st.id, st.n++);
+          const got = takeRequest(st.buf);
+          if (got === null) return;
+          const { head, body } = got;
+          st.buf = got.rest;
+          const req = parseReq(head, body, st.id, st.n++);
           requests.push(req);
           st.chain = st.chain.then(async () => {
             const out = await respond(req, s);

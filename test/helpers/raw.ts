@@ -157,6 +157,43 @@ export async function request(port: number, raw: string, opts: { head?: boolean 
   return r;
 }
 
+/**
+ * Cuts one complete request off the front of buf, for test backends: just enough HTTP to
+ * split requests (Content-Length / chunked, the chunked body de-chunked). null: need more.
+ */
+export function takeRequest(b: Buffer): { head: string; body: Buffer; rest: Buffer } | null {
+  const he = b.indexOf("\r\n\r\n");
+  if (he < 0) return null;
+  const head = b.subarray(0, he).toString("latin1");
+  let p = he + 4;
+  let body: Buffer = Buffer.alloc(0);
+  const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+  if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
+    const parts: Buffer[] = [];
+    for (;;) {
+      const le = b.indexOf("\r\n", p);
+      if (le < 0) return null;
+      const size = parseInt(b.subarray(p, le).toString("latin1"), 16);
+      if (size === 0) {
+        const end = b.indexOf("\r\n\r\n", le);
+        if (end < 0) return null;
+        p = end + 4;
+        break;
+      }
+      if (b.length < le + 4 + size) return null;
+      parts.push(b.subarray(le + 2, le + 2 + size));
+      p = le + 4 + size;
+    }
+    body = Buffer.concat(parts);
+  } else if (cl) {
+    const n = Number(cl[1]);
+    if (b.length < p + n) return null;
+    body = Buffer.from(b.subarray(p, p + n));
+    p += n;
+  }
+  return { head, body, rest: Buffer.from(b.subarray(p)) };
+}
+
 export interface Recorded {
   /** every byte received on each connection, in order */
   conns: Buffer[];
@@ -185,38 +222,11 @@ export function recordingBackend(
         rec.conns[s.data.id] = Buffer.concat([rec.conns[s.data.id], d]);
         s.data.buf = Buffer.concat([s.data.buf, d]);
         for (;;) {
-          const b = s.data.buf;
-          const he = b.indexOf("\r\n\r\n");
-          if (he < 0) return;
-          const head = b.subarray(0, he).toString("latin1");
-          let p = he + 4;
-          let body: Buffer = Buffer.alloc(0);
-          const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-          if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
-            const parts: Buffer[] = [];
-            for (;;) {
-              const le = b.indexOf("\r\n", p);
-              if (le < 0) return;
-              const size = parseInt(b.subarray(p, le).toString("latin1"), 16);
-              if (size === 0) {
-                const end = b.indexOf("\r\n\r\n", le);
-                if (end < 0) return;
-                p = end + 4;
-                break;
-              }
-              if (b.length < le + 4 + size) return;
-              parts.push(b.subarray(le + 2, le + 2 + size));
-              p = le + 4 + size;
-            }
-            body = Buffer.concat(parts);
-          } else if (cl) {
-            const n = Number(cl[1]);
-            if (b.length < p + n) return;
-            body = b.subarray(p, p + n);
-            p += n;
-          }
-          s.data.buf = b.subarray(p);
-          const req = { head, body: Buffer.from(body), conn: s.data.id };
+          const got = takeRequest(s.data.buf);
+          if (got === null) return;
+          const { head, body } = got;
+          s.data.buf = got.rest;
+          const req = { head, body, conn: s.data.id };
           requests.push(req);
           const out = respond(req);
           if (out !== null) s.write(typeof out === "string" ? Buffer.from(out, "latin1") : out);
