@@ -366,6 +366,7 @@ type Round = {
   msgsPerSec: number;
   p50us: number;
   p99us: number;
+  perSecond: number[]; // messages in each second of the round
   proxyCpuUs: number;
   cpuUsPerMsg: number | null; // proxy threads' run time per message (includes softirq done in its context)
   proxyCpuPct: number | null; // proxy run time / wall time: ~100 = the proxy's CPU was the limit
@@ -426,6 +427,7 @@ async function echoRound(target: string, i: number, port: number, proxy: Child |
       msgsPerSec: d.msgsPerSec,
       p50us: d.p50us,
       p99us: d.p99us,
+      perSecond: d.perSecond ?? [],
       proxyCpuUs,
       cpuUsPerMsg: proxy ? proxyCpuUs / Math.max(1, msgs) : null,
       proxyCpuPct: proxy ? (100 * proxyCpuUs) / wall : null,
@@ -448,6 +450,7 @@ async function echoRound(target: string, i: number, port: number, proxy: Child |
 function printRound(r: Round) {
   console.log(
     `  ${pad(r.target, 8, false)} #${r.round}  ${pad(fInt(r.msgsPerSec), 9)} msg/s  rtt p50 ${pad(f1(r.p50us / 1000, 2), 6)} ms  p99 ${pad(f1(r.p99us / 1000, 2), 6)} ms  ` +
+      (r.perSecond.length > 1 ? `1-s ${fInt(Math.min(...r.perSecond) / 1000)}..${fInt(Math.max(...r.perSecond) / 1000)}k  ` : "") +
       `proxy ${pad(r.cpuUsPerMsg == null ? "-" : f1(r.cpuUsPerMsg, 2), 5)} us/msg (${r.proxyCpuPct == null ? "-" : f1(r.proxyCpuPct, 0)}% of a CPU)  ` +
       `ksoftirqd ${f1(r.ksoftirqdUsPerMsg, 2)}  clients+backend ${f1(r.loadSideUsPerMsg, 2)} us/msg  ` +
       `busy ${r.cpuBusyPct.map((p) => f1(p, 0) + "%").join("/")} (irq ${r.irqPct.map((p) => f1(p, 0) + "%").join("/")})  other ${f1(r.otherCpuPct, 0)}% kworkers ${f1(r.kworkerCpuPct, 0)}%` +
@@ -726,6 +729,9 @@ backend echo
       `\n  (/proc/<pid>/task/*/schedstat, ns) per message; on this kernel that includes the loopback softirq work done in its` +
       `\n  context; +ksoftirqd adds ${PIN ? "ksoftirqd/0 (CPU 0's deferred softirq work, caused by the proxy)" : "all ksoftirqd threads"}.` +
       ` CPU used = proxy run time / wall time.` +
+      `\n  1-s = lowest..highest one-second rate in the round. On the 2-core machines here a pinned proxied round settles at` +
+      `\n  either about direct's rate (CPU 1 full, big batches) or ~20% lower (proxy CPU full, smaller batches), with either proxy,` +
+      `\n  and can switch mid-round: msg/s ratios vary run to run by that much; CPU us/msg is the steadier comparison.` +
       `\n  ctl us/msg = backend + client CPU per message (the same work for every target: when it moves, the machine moved).` +
       `\n  other = CPU used by processes that are not ours (other sessions, daemons; from every thread's schedstat) in % of one CPU;` +
       `\n  > ${OTHER_LIMIT}% = DISTURBED, repeated once. kworkers = kernel worker threads (not counted as disturbance).` +
