@@ -66,6 +66,7 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
   }
   const ports = proxy.ports();
   for (const l of cfg.listeners) log("info", `listening ${l.name} on ${l.tls ? "https" : "http"}://${l.host}:${ports[l.name]}`);
+  if (cfg.admin !== null) log("warn", `[admin] is configured but the admin listener is not built yet: nothing listens on ${cfg.admin.host}:${cfg.admin.port}`);
   // active health checks ([backend.X.health]), off the hot path; the core only reads ServerState.up
   const health = new HealthChecker(log);
   health.start(cfg);
