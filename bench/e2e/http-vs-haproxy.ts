@@ -27,7 +27,8 @@ import { cpus, release, loadavg } from "node:os";
 import { join } from "node:path";
 import {
   ROOT, BUN, envInt, NCPU, CLK_TCK, pinning, type Child, children, makeTmp, start, alive, tail,
-  cpuMicros, type CpuJ, procStat, tcpCounters, cleanup, isCleaning, freePort, waitListening, version, f1, fInt, pad,
+  cpuMicros, type CpuJ, procStat, tcpCounters, freePort, waitListening, version, f1, fInt, pad,
+  runBench,
 } from "./lib.ts";
 
 // ---------------------------------------------------------------------------- settings
@@ -574,22 +575,4 @@ backend app
 
 // Hard upper bound on the whole run, whatever happens.
 const budgetS = 60 + (WARMUP + SECONDS * (1 + 4 * ROUNDS) + 5 * (2 + 4 * ROUNDS)) * 1.5;
-const watchdog = setTimeout(async () => {
-  console.error(`benchmark exceeded its ${Math.round(budgetS)} s budget; stopping`);
-  await cleanup();
-  process.exit(124);
-}, budgetS * 1000);
-
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  if (isCleaning()) await new Promise(() => {}); // interrupted: the signal handler finishes and exits
-  console.error(`\nbenchmark failed: ${(e as Error).stack ?? e}`);
-  for (const c of children) if (c.err.length || c.out.length) console.error(`--- ${c.name} output (tail) ---\n${tail(c)}`);
-  code = 1;
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(code);
+await runBench(main, budgetS);

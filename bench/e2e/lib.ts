@@ -316,3 +316,28 @@ export function version(cmd: string[]): string {
 export const f1 = (n: number | null | undefined, d = 1) => (n == null || !Number.isFinite(n) ? "-" : n.toFixed(d));
 export const fInt = (n: number | null | undefined) => (n == null || !Number.isFinite(n) ? "-" : Math.round(n).toLocaleString("en-US"));
 export const pad = (s: string, w: number, right = true) => (right ? s.padStart(w) : s.padEnd(w));
+
+/**
+ * Runs a bench's main() under a hard time budget, reports a failure with the tail of every
+ * child's output, always cleans up the processes it started, and exits with main's code.
+ */
+export async function runBench(main: () => Promise<number>, budgetS: number): Promise<never> {
+  const watchdog = setTimeout(async () => {
+    console.error(`benchmark exceeded its ${Math.round(budgetS)} s budget; stopping`);
+    await cleanup();
+    process.exit(124);
+  }, budgetS * 1000);
+  let code = 1;
+  try {
+    code = await main();
+  } catch (e) {
+    if (isCleaning()) await new Promise(() => {}); // interrupted: the signal handler finishes and exits
+    console.error(`\nbenchmark failed: ${(e as Error).stack ?? e}`);
+    for (const c of children) if (c.err.length || c.out.length) console.error(`--- ${c.name} output (tail) ---\n${tail(c)}`);
+    code = 1;
+  } finally {
+    clearTimeout(watchdog);
+    await cleanup();
+  }
+  process.exit(code);
+}

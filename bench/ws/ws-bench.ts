@@ -38,7 +38,8 @@ import { cpus, release, loadavg } from "node:os";
 import { join } from "node:path";
 import {
   ROOT, BUN, envInt, NCPU, CLK_TCK, pinning, type Child, children, makeTmp, start, alive, tail,
-  runtimeUs, kthreadPid, allThreadsUs, foreignCpu, processTree, procStat, tcpCounters, cleanup, isCleaning, freePort, waitListening, version, f1, fInt, pad,
+  runtimeUs, kthreadPid, allThreadsUs, foreignCpu, processTree, procStat, tcpCounters, freePort, waitListening, version, f1, fInt, pad,
+  runBench,
 } from "../e2e/lib.ts";
 
 // ---------------------------------------------------------------------------- settings
@@ -762,22 +763,4 @@ backend echo
 
 // Hard upper bound on the whole run, whatever happens.
 const budgetS = 120 + (HAP_HOLD ? 2 : 1) * (60 + TUNNELS / 200) + (SECONDS + WARMUP_MS / 1000 + 5) * 3 * (ROUNDS + RETRIES) * 1.5;
-const watchdog = setTimeout(async () => {
-  console.error(`benchmark exceeded its ${Math.round(budgetS)} s budget; stopping`);
-  await cleanup();
-  process.exit(124);
-}, budgetS * 1000);
-
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  if (isCleaning()) await new Promise(() => {}); // interrupted: the signal handler finishes and exits
-  console.error(`\nbenchmark failed: ${(e as Error).stack ?? e}`);
-  for (const c of children) if (c.err.length || c.out.length) console.error(`--- ${c.name} output (tail) ---\n${tail(c)}`);
-  code = 1;
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(code);
+await runBench(main, budgetS);
