@@ -49,7 +49,6 @@ export interface CompileContext {
 
 export type CompileResult = { readonly config: CompiledConfig; readonly issues: readonly [] } | { readonly config: null; readonly issues: readonly CompileIssue[] };
 
-const NOT_YET = "is not available yet in this build";
 const ARE_NOT_YET = "are not available yet in this build";
 
 export function compile(input: ConfigInput, ctx: CompileContext): CompileResult {

@@ -10,13 +10,13 @@
 // meanwhile, so memory stays bounded whatever the peers' speeds.
 
 import type { Socket, SocketHandler } from "bun";
-import type { CompiledBackend, CompiledListener, CompiledRoute, CompiledServer, HeaderRule, Limits, TablePersist } from "./types.ts";
+import type { CompiledBackend, CompiledListener, CompiledRoute, CompiledServer, Limits, TablePersist } from "./types.ts";
 import type { SessionState } from "../session/types.ts";
 import {
   Head, H_OTHER, eqLower, findHeadEnd, hasBareLineBreak, parseRequestHead, parseResponseHead,
   H_DROP, H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_UPGRADE, H_PROXY_AUTHORIZATION,
   H_X_FORWARDED_PROTO, H_X_FORWARDED_HOST, H_HOST, H_COOKIE, H_SET_COOKIE, H_LOCATION,
-  H_CONTENT_LOCATION, H_CACHE_CONTROL, M_HEAD, M_POST, M_GET, M_OPTIONS,
+  H_CONTENT_LOCATION, H_CACHE_CONTROL, M_HEAD, M_GET, M_OPTIONS,
 } from "./h1-head.ts";
 import { Framing, FRAMING_ERROR, F_CLOSE } from "./h1-body.ts";
 import { planReset, planCut, planAdd, planAddAll, planEmpty, emit, CRLF } from "./splice.ts";
@@ -32,6 +32,8 @@ import { errorResponse } from "./errors.ts";
 import { counters } from "./counters.ts";
 import { report } from "./report.ts";
 import { access, type AccessRecord } from "./access.ts";
+import { requestRecord, badRequestRecord, logDone } from "./access-record.ts";
+import { tokenListHas, ruleNamesHeader, addHeaderRules } from "./header-rules.ts";
 
 /** The per-listener runtime: what a connection reads its config through (swapped on reload). */
 export interface ListenerRt {
@@ -346,7 +348,7 @@ export const clientHandlers: SocketHandler<ClientConn> = {
   drain: onClientDrain,
   end: onClientEnd,
   close: onClientClose,
-  error(sock, err) {
+  error(_sock, err) {
     report("warn", `client socket error: ${err?.message ?? err}`);
   },
 };
@@ -399,64 +401,6 @@ function processInput(c: ClientConn): void {
     }
     startRequest(c, buf, end);
   }
-}
-
-// ------------------------------------------------------------------------------------
-// Access log records (only while a sink is set)
-
-const UA = Buffer.from("user-agent");
-const REFERER = Buffer.from("referer");
-
-function headerText(buf: Buffer, h: Head, name: Uint8Array): string {
-  const k = findHeader(buf, h, name);
-  return k < 0 ? "" : buf.latin1Slice(h.vs[k], h.ve[k]);
-}
-
-function requestRecord(c: ClientConn, buf: Buffer, h: Head): AccessRecord {
-  const now = Date.now();
-  const t0 = c.tStart > 0 ? c.tStart : now;
-  return {
-    time: t0,
-    client: c.ip,
-    clientPort: c.sock.remotePort,
-    listener: c.lst.cfg.name,
-    method: buf.latin1Slice(0, h.methodEnd),
-    target: buf.latin1Slice(h.targetStart, h.targetEnd),
-    version: h.minor === 0 ? "HTTP/1.0" : "HTTP/1.1",
-    status: 0,
-    bytesOut: 0,
-    referer: headerText(buf, h, REFERER),
-    userAgent: headerText(buf, h, UA),
-    backend: "-",
-    server: "-",
-    persist: "--",
-    sessionId: "-",
-    tq: now - t0,
-    tw: -1,
-    tc: -1,
-    tr: -1,
-    tt: -1,
-    note: "",
-  };
-}
-
-/** A request Latch refused before it had a parsed head (400, 408, 414, 431). */
-function badRequestRecord(c: ClientConn): AccessRecord {
-  const now = Date.now();
-  const t0 = c.tStart > 0 ? c.tStart : now;
-  return {
-    time: t0, client: c.ip, clientPort: c.sock.remotePort, listener: c.lst.cfg.name,
-    method: "-", target: "-", version: "-", status: 0, bytesOut: 0, referer: "", userAgent: "",
-    backend: "-", server: "-", persist: "--", sessionId: "-", tq: now - t0, tw: -1, tc: -1, tr: -1, tt: -1, note: "",
-  };
-}
-
-function logDone(c: ClientConn, rec: AccessRecord): void {
-  c.rec = null;
-  c.tStart = 0;
-  rec.tt = Date.now() - rec.time;
-  const sink = access.sink;
-  if (sink !== null) sink(rec);
 }
 
 // ------------------------------------------------------------------------------------
@@ -1497,18 +1441,6 @@ function onUpClose(sock: Socket<UpstreamConn>): void {
 // ------------------------------------------------------------------------------------
 // WebSocket tunnels
 
-/** Is `token` in the comma list buf[s, e) (case-insensitive)? */
-function tokenListHas(buf: Uint8Array, s: number, e: number, token: Uint8Array): boolean {
-  let i = s;
-  while (i < e) {
-    while (i < e && (buf[i] === 32 || buf[i] === 9 || buf[i] === 44)) i++;
-    const ts = i;
-    while (i < e && buf[i] !== 44 && buf[i] !== 32 && buf[i] !== 9) i++;
-    if (i > ts && eqLower(buf, ts, i, token)) return true;
-  }
-  return false;
-}
-
 /** 0 when the upgrade may go ahead, else the status to answer. */
 function checkUpgrade(c: ClientConn, route: CompiledRoute, buf: Buffer, h: Head): number {
   if (h.method !== M_GET || h.minor < 1) return 400;
@@ -1559,30 +1491,6 @@ function endTunnel(c: ClientConn): void {
   else tunnelsPerIp.set(c.ip, n);
 }
 
-// ------------------------------------------------------------------------------------
-// set_headers / remove_headers
-
-function ruleNamesHeader(rules: readonly HeaderRule[], buf: Uint8Array, ns: number, ne: number): boolean {
-  for (let i = 0; i < rules.length; i++) if (eqLower(buf, ns, ne, rules[i].nameLower)) return true;
-  return false;
-}
-
-function addHeaderRules(rules: readonly HeaderRule[], buf: Buffer, h: Head): void {
-  for (let i = 0; i < rules.length; i++) {
-    const r = rules[i];
-    if (r.prefix === null) continue;
-    if (r.literal !== null) {
-      planAddAll(r.prefix);
-      planAddAll(r.literal);
-      planAddAll(CRLF);
-    } else if (r.cookie !== null && findCookie(buf, h, r.cookie)) {
-      planAddAll(r.prefix);
-      planAdd(buf, found.valS, found.valE);
-      planAddAll(CRLF);
-    }
-  }
-}
-
 export const upstreamHandlers: SocketHandler<UpstreamConn> = {
   open: onUpOpen,
   data: onUpData,
@@ -1590,7 +1498,7 @@ export const upstreamHandlers: SocketHandler<UpstreamConn> = {
   end: onUpEnd,
   close: onUpClose,
   connectError: onUpConnectError,
-  error(sock, err) {
+  error(_sock, err) {
     report("warn", `server socket error: ${err?.message ?? err}`);
   },
 };
