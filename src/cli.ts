@@ -53,8 +53,19 @@ async function closeSessions(managers: readonly SessionManager[]): Promise<void>
   for (const m of managers) m.close();
 }
 
+/**
+ * A bug in one connection's handling must not take every other connection down with the
+ * process: log it (with its stack, so it gets fixed) and keep serving. Socket handlers that
+ * throw are also reported by Bun through their `error` handler, which closes that socket.
+ */
+function keepServingOnBugs(): void {
+  process.on("uncaughtException", (e) => log("error", `internal error (serving continues): ${(e as Error)?.stack ?? e}`));
+  process.on("unhandledRejection", (e) => log("error", `internal error (serving continues): ${(e as Error)?.stack ?? e}`));
+}
+
 function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => void = () => {}): Proxy {
   setReporter(log);
+  keepServingOnBugs();
   applyAccessLog(cfg.log);
   const proxy = new Proxy(cfg);
   loadTables(cfg, log); // learned sessions from the last run (seeds/003), before any request
