@@ -9,6 +9,7 @@ import { reconfigureAccessLog, type AccessLog } from "./log/access-log.ts";
 import { ConfigError, loadConfigFile, loadConfigText, demoConfigText } from "./config/index.ts";
 import { startDemoBackends } from "./demo/backends.ts";
 import { carryTables, loadTables, saveTables, startPeriodicSaves } from "./state/table-snapshots.ts";
+import { attachReplication, startReplication } from "./state/table-replication.ts";
 import { runSupervisor, workerConfig, workerReady, workerSlot, workerTag } from "./supervisor.ts";
 import { HealthChecker } from "./health/checker.ts";
 import type { CompiledConfig } from "./core/types.ts";
@@ -69,6 +70,8 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
   applyAccessLog(cfg.log);
   const proxy = new Proxy(cfg);
   loadTables(cfg, log); // learned sessions from the last run (seeds/003), before any request
+  // several workers: learned bindings are replicated between them through the supervisor
+  if (workerSlot() !== null) startReplication(() => proxy.config, log);
   try {
     proxy.start({ reusePort: workerSlot() !== null }); // workers share the listeners (src/supervisor.ts)
   } catch (e) {
@@ -96,6 +99,7 @@ function runProxy(cfg: CompiledConfig, reloadFrom: string | null, onStop: () => 
         saveTables(old, log);
         carryTables(old, next, log);
         proxy.reload(next);
+        if (workerSlot() !== null) attachReplication(next); // the new config's tables
         // the old [session.NAME] stores serve requests still in flight on the old config: closed later
         const oldSessions = [...old.sessions.values()];
         if (oldSessions.length > 0) setTimeout(() => closeSessions(oldSessions), 60_000).unref();

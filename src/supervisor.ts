@@ -35,10 +35,12 @@
 // channel closes) stops itself the same graceful way, so no orphan keeps the port.
 //
 // State. What lives in one worker's memory is that worker's: server up/down and connection
-// counts, maxconn queues, round-robin cursors, counters, learned persistence tables. The config
-// compiler refuses learned-table modes with workers > 1 (src/config/compile-workers.ts); the
-// modes that carry the server in the request work unchanged. State files are written by
-// worker 1 only (setSnapshotWriter), so workers never overwrite each other's snapshots.
+// counts, maxconn queues, round-robin cursors, counters. Learned persistence tables are
+// replicated (src/state/table-replication.ts): a worker's `learn` message is relayed to every
+// other ready worker, and a worker that becomes ready gets a dump of one ready sibling's
+// tables (`dump` to the sibling, its `learn` messages with `to` forwarded to the newcomer).
+// State files are written by worker 1 only (setSnapshotWriter), so workers never overwrite
+// each other's snapshots.
 
 import type { Subprocess } from "bun";
 import { readFileSync } from "node:fs";
@@ -46,6 +48,7 @@ import { dirname, resolve } from "node:path";
 import { loadConfigText } from "./config/index.ts";
 import { setSnapshotWriter } from "./state/table-snapshots.ts";
 import type { CompiledConfig } from "./core/types.ts";
+import type { DumpMsg, LearnMsg } from "./state/table-replication.ts";
 
 export type Log = (level: "info" | "warn" | "error", msg: string) => void;
 
@@ -55,8 +58,8 @@ export const WORKER_STOP_MS = 10_000;
 /** A worker that has not said it is ready by then is killed (and counts as a crash). */
 const READY_TIMEOUT_MS = 30_000;
 
-type ToWorker = { t: "config"; text: string; path: string };
-type ToSupervisor = { t: "ready"; ports: Record<string, number> };
+type ToWorker = { t: "config"; text: string; path: string } | LearnMsg | DumpMsg;
+type ToSupervisor = { t: "ready"; ports: Record<string, number> } | LearnMsg;
 
 // ---------------------------------------------------------------------------------------------
 // Worker side
@@ -244,8 +247,23 @@ export function runSupervisor(path: string, log0: Log): void {
     log("info", `worker ${slot.n} started (pid ${proc.pid})`);
   };
 
+  const sendTo = (s: Slot, m: ToWorker): void => {
+    try {
+      s.proc!.send(m);
+    } catch {} // exiting: its onExit follows
+  };
+
   const onMessage = (slot: Slot, proc: Subprocess, m: ToSupervisor): void => {
-    if (m === null || typeof m !== "object" || m.t !== "ready" || slot.proc !== proc) return;
+    if (m === null || typeof m !== "object" || slot.proc !== proc) return;
+    if (m.t === "learn") {
+      // replication: to one worker (a dump for a newcomer) or to every other ready one
+      for (const s of slots) {
+        if (s === slot || s.proc === null || !s.ready) continue;
+        if (m.to === undefined || m.to === s.n) sendTo(s, m);
+      }
+      return;
+    }
+    if (m.t !== "ready") return;
     slot.ready = true;
     if (slot.readyTimer !== null) clearTimeout(slot.readyTimer);
     slot.readyTimer = null;
@@ -254,6 +272,9 @@ export function runSupervisor(path: string, log0: Log): void {
       slot.pendingReload = false;
       proc.kill("SIGHUP");
     }
+    // catch up on what the others learned: one ready sibling dumps its tables to this one
+    const sibling = slots.find((s) => s !== slot && s.proc !== null && s.ready && !s.retiring);
+    if (sibling !== undefined) sendTo(sibling, { t: "dump", to: slot.n });
     if (starting) {
       if (slots.every((s) => s.ready)) {
         starting = false;

@@ -100,12 +100,8 @@ export function compile(input: ConfigInput, ctx: CompileContext): CompileResult 
     }
   }
 
-  // several processes: what would silently break (learned tables per process, port 0)
-  const shared = (name: string): boolean => {
-    const p = input.backend[name]?.persist;
-    return p !== undefined && "shared" in p && p.shared !== undefined;
-  };
-  checkWorkers(workers, g.workers, backends, shared, listeners, fail);
+  // several processes: what would silently break (port 0; learned tables are replicated)
+  checkWorkers(workers, g.workers, listeners, fail);
 
   if (issues.length > 0) return { config: null, issues };
 

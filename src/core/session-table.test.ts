@@ -444,3 +444,72 @@ describe("session-table: snapshots", () => {
     expect([...t.entries()].length).toBe(1);
   });
 });
+
+describe("replication hook (global.workers > 1)", () => {
+  function hooked(timeoutSec = 100): { t: SessionTable; calls: [string, number, number][]; keys: Uint8Array[] } {
+    const t = table(1024, 64, timeoutSec);
+    const calls: [string, number, number][] = [];
+    const keys: Uint8Array[] = [];
+    t.onLearn = (key, server, now) => {
+      keys.push(key);
+      calls.push([new TextDecoder().decode(key), server, now]);
+    };
+    return { t, calls, keys };
+  }
+
+  test("store: a new key and a re-bind call onLearn, the same server again does not", () => {
+    const { t, calls, keys } = hooked();
+    const k = b("xxSESSIONyy");
+    t.store(k, 2, 9, 1, 1000); // "SESSION"
+    expect(calls).toEqual([["SESSION", 1, 1000]]);
+    t.store(k, 2, 9, 1, 1001);
+    t.storeString("SESSION", 1, 1010);
+    expect(calls.length).toBe(1);
+    t.storeString("SESSION", 3, 1011); // re-bind
+    expect(calls).toEqual([["SESSION", 1, 1000], ["SESSION", 3, 1011]]);
+    // the key handed over is a copy: changing the request buffer does not change it
+    k.fill(0);
+    expect(new TextDecoder().decode(keys[0])).toBe("SESSION");
+    // the same server after more than half the timeout: a refresh
+    t.storeString("SESSION", 3, 1062);
+    expect(calls.length).toBe(3);
+    // an expired entry stored again counts as new
+    t.storeString("SESSION", 3, 1200);
+    expect(calls.length).toBe(4);
+  });
+
+  test("lookup: a hit within half the timeout does not call, one after it does (refresh)", () => {
+    const { t, calls } = hooked(100);
+    t.storeString("s1", 4, 1000);
+    expect(calls.length).toBe(1);
+    expect(t.lookupString("s1", 1050)).toBe(4); // 50 s: not more than half
+    expect(calls.length).toBe(1);
+    expect(t.lookupString("s1", 1101)).toBe(4); // 51 s after the last hit
+    expect(calls).toEqual([["s1", 4, 1000], ["s1", 4, 1101]]);
+    expect(t.lookupString("s1", 1102)).toBe(4);
+    expect(t.lookupString("nope", 1102)).toBe(-1);
+    expect(calls.length).toBe(2);
+    // no timeout: no refreshes
+    const never = hooked(0);
+    never.t.storeString("s", 1, 1);
+    expect(never.t.lookupString("s", 10_000_000)).toBe(1);
+    expect(never.calls.length).toBe(1);
+  });
+
+  test("applyRemote stores without calling the hook; a fresher local entry wins", () => {
+    const { t, calls } = hooked(100);
+    t.applyRemote(b("r1"), 2, 1000);
+    expect(t.lookupString("r1", 1001)).toBe(2);
+    t.applyRemote(b("r1"), 5, 1002); // re-bind from elsewhere
+    expect(t.lookupString("r1", 1003)).toBe(5);
+    t.applyRemote(b("r1"), 1, 990); // older than what is here: ignored
+    expect(t.lookupString("r1", 1004)).toBe(5);
+    t.applyRemote(b("r2"), MAX_SERVER + 1, 1000);
+    expect(t.stats.refused).toBe(1);
+    expect(calls).toEqual([]);
+    // a remote refresh keeps the copy here alive past the original timeout
+    t.applyRemote(b("r1"), 5, 1080);
+    t.onLearn = null;
+    expect(t.lookupString("r1", 1150)).toBe(5);
+  });
+});

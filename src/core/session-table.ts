@@ -42,6 +42,14 @@
 // a string with a code unit > 0xff among its first maxKeyLen units is UTF-8 encoded instead
 // (allocates: such strings never come out of a head).
 //
+// Replication (global.workers > 1, src/state/table-replication.ts): `onLearn`, when set, is
+// called by store() for a key that is new or bound to another server, or whose last-seen was
+// more than timeoutSec / 2 old, and by lookup() on a hit whose last-seen was more than
+// timeoutSec / 2 old (a refresh, so that copies in other processes do not expire while the
+// session is active here: at most ~2 calls per timeout period per active key). The key is a
+// copy. applyRemote() stores what another process learned without calling it (no echo).
+// Unset (null), it costs one comparison per hit and per store.
+//
 // Server indexes are 0..65534. Anything else (negative, fractional, too large) is ignored by
 // store() and counted in stats.refused: the hot path never throws.
 
@@ -59,6 +67,9 @@ export const MAX_SERVER = 0xfffe;
 export const MAX_KEY_LEN = 4096;
 const HEADROOM = 2 ** 30;
 const T_MAX = 0x7fffffff;
+/** put(): a new key or a re-bind; the entry was left alone (keepNewer). */
+const CHANGED = -1;
+const KEPT = -2;
 
 export const SNAPSHOT_KIND = "latch-session-table";
 export const SNAPSHOT_VERSION = 1;
@@ -147,6 +158,10 @@ export class SessionTable {
   /** String keys are copied here, and `keyBuf` points at it (or at a UTF-8 copy). */
   private readonly scratch: Uint8Array;
   private keyBuf: Uint8Array;
+  /** Half the timeout (Infinity: never): a hit or store older than this calls onLearn. */
+  private readonly half: number;
+  /** Replication hook (see the top of the file); null: no replication. */
+  onLearn: ((key: Uint8Array, server: number, nowSec: number) => void) | null = null;
 
   constructor(opts: SessionTableOptions) {
     const { capacity, maxKeyLen, timeoutSec } = opts;
@@ -163,6 +178,7 @@ export class SessionTable {
     this.maxKeyLen = maxKeyLen;
     this.timeoutSec = timeoutSec;
     this.timeout = timeoutSec === 0 ? Infinity : timeoutSec;
+    this.half = this.timeout / 2;
     const slots = Math.max(Math.ceil(capacity / LOAD), capacity + 1);
     this.slots = slots;
     this.stride = 3 + ((maxKeyLen + 3) >>> 2);
@@ -207,10 +223,12 @@ export class SessionTable {
           this.removeAt(i);
           return -1;
         }
+        const last = w[b + 1]!;
         // Written only when it changes: most hits fall in the same second, and a clean cache
         // line costs nothing to evict.
-        if (now !== w[b + 1]) w[b + 1] = now < 0 ? 0 : now > T_MAX ? T_MAX : now;
+        if (now !== last) w[b + 1] = now < 0 ? 0 : now > T_MAX ? T_MAX : now;
         this.stats.hits++;
+        if (this.onLearn !== null && now - last > this.half) this.onLearn(buf.slice(start, end), (meta & 0xffff) - 1, nowSec);
         return (meta & 0xffff) - 1;
       }
       if (++i === n) i = 0;
@@ -236,8 +254,26 @@ export class SessionTable {
     }
     if (this.epoch !== this.epoch) this.epoch = Math.floor(nowSec) - HEADROOM;
     if (end - start > this.maxKeyLen) end = start + this.maxKeyLen;
-    const now = nowSec - this.epoch;
-    this.put(buf, start, end - start, hashKey(buf, start, end) | 0, server, now < 0 ? 0 : now > T_MAX ? T_MAX : now, false);
+    let now = nowSec - this.epoch;
+    now = now < 0 ? 0 : now > T_MAX ? T_MAX : now;
+    const prev = this.put(buf, start, end - start, hashKey(buf, start, end) | 0, server, now, false);
+    if (this.onLearn !== null && (prev === CHANGED || now - prev > this.half)) this.onLearn(buf.slice(start, end), server, nowSec);
+  }
+
+  /**
+   * What another process learned (replication): binds key (truncated to maxKeyLen) to
+   * `server` as seen at `nowSec`, unless the entry here was seen later. Never calls onLearn.
+   * An out-of-range server is ignored (stats.refused).
+   */
+  applyRemote(key: Uint8Array, server: number, nowSec: number): void {
+    if (!(server >= 0 && server <= MAX_SERVER) || (server | 0) !== server || !Number.isFinite(nowSec)) {
+      this.stats.refused++;
+      return;
+    }
+    if (this.epoch !== this.epoch) this.epoch = Math.floor(nowSec) - HEADROOM;
+    const len = key.length > this.maxKeyLen ? this.maxKeyLen : key.length;
+    const t = nowSec - this.epoch;
+    this.put(key, 0, len, hashKey(key, 0, len) | 0, server, t < 0 ? 0 : t > T_MAX ? T_MAX : t, true);
   }
 
   storeString(key: string, server: number, nowSec: number): void {
@@ -433,9 +469,11 @@ export class SessionTable {
 
   /**
    * Insert or re-bind. `now` is relative to epoch and clamped. With keepNewer (restore), an
-   * entry already present with a later last-seen is left alone.
+   * entry already present with a later last-seen is left alone. Returns CHANGED for a new key
+   * or a re-bind, KEPT when keepNewer left the entry alone, else the entry's previous
+   * last-seen (same server, refreshed).
    */
-  private put(buf: Uint8Array, start: number, len: number, h: number, server: number, now: number, keepNewer: boolean): void {
+  private put(buf: Uint8Array, start: number, len: number, h: number, server: number, now: number, keepNewer: boolean): number {
     const w = this.words;
     const S = this.stride;
     const n = this.slots;
@@ -459,17 +497,20 @@ export class SessionTable {
       }
       const last = w[b + 1]!;
       if (w[b] === h && meta >>> 16 === len && keyEq(w, this.bytes, b + 3, buf, start, len)) {
+        let r = last;
         if (now - last > timeout) {
           stats.expirations++;
           stats.inserts++;
+          r = CHANGED;
         } else if (keepNewer && last > now) {
-          return;
+          return KEPT;
         } else if ((meta & 0xffff) - 1 !== server) {
           stats.rebinds++;
+          r = CHANGED;
         }
         w[b + 1] = now;
         w[b + 2] = metaNew;
-        return;
+        return r;
       }
       if (expired < 0 && now - last > timeout) expired = i;
       if (last < stalestT) {
@@ -484,18 +525,18 @@ export class SessionTable {
     if (expired >= 0) {
       stats.expirations++;
       this.write(expired, buf, start, len, h, metaNew, now);
-      return;
+      return CHANGED;
     }
     if (empty < 0) {
       // The whole window is one cluster: the stalest in it makes room.
       stats.evictions++;
       this.write(stalest, buf, start, len, h, metaNew, now);
-      return;
+      return CHANGED;
     }
     if (stats.size < this.capacity) {
       stats.size++;
       this.write(empty, buf, start, len, h, metaNew, now);
-      return;
+      return CHANGED;
     }
 
     // Full: someone in the window must go. Candidates before `empty` were seen above; look at
@@ -533,13 +574,14 @@ export class SessionTable {
     if (!victimAfter) {
       // In the key's own cluster, before `empty`: take its place.
       this.write(victim, buf, start, len, h, metaNew, now);
-      return;
+      return CHANGED;
     }
     // In another cluster: remove it (its shift cannot reach `empty`, which is not in that
     // cluster), then use `empty`.
     this.removeAt(victim);
     stats.size++;
     this.write(empty, buf, start, len, h, metaNew, now);
+    return CHANGED;
   }
 
   private write(i: number, buf: Uint8Array, start: number, len: number, h: number, meta: number, now: number): void {

@@ -460,13 +460,87 @@ describe("workers = 2", () => {
     expect(r.stdout + r.stderr).toMatch(/supervisor: worker \d \(pid \d+\) failed to start \(code 1\): stopping/);
   }, 30_000);
 
-  test("a learned-table mode with workers = 2 is refused before anything starts", async () => {
-    const file = configFile(simpleConfig({ port: 1, global: "workers = 2", persist: 'mode = "source"', servers: [{ id: "a", port: 2 }] }));
-    const r = await run([BUN, CLI, "run", file]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`backend.app.persist.mode: backend "app": mode = "source" keeps its learned table in each process's memory`);
-    expect(r.stdout).not.toContain("started");
-  });
+  test("learn mode: bindings learned by one worker reach the other (replication through the supervisor)", async () => {
+    // each backend issues its own PHPSESSID values to clients that have none
+    const issuer = (name: string): ScriptedBackend => {
+      let n = 0;
+      const b = scriptedBackend((req) => (/PHPSESSID=/i.test(req.head) ? ok(name) : ok(name, `Set-Cookie: PHPSESSID=${name}-${++n}-${Math.random().toString(36).slice(2)}; Path=/\r\n`)));
+      cleanup.push(() => b.stop());
+      return b;
+    };
+    const a = issuer("A");
+    const b = issuer("B");
+    const port = await freePort();
+    const persist = 'mode = "learn"\ncookie = "PHPSESSID"\nrequest_learn = false';
+    const sup = await supervisor(configFile(simpleConfig({ port, global: "workers = 2", persist, servers: [{ id: "a", port: a.port }, { id: "b", port: b.port }] })));
+    const pids = [...sup.pids().values()];
+
+    // learn: 12 sessions, each on a fresh connection (so learned by either worker)
+    const sessions: { cookie: string; server: string; learner: number | null }[] = [];
+    for (let i = 0; i < 12; i++) {
+      const c = await Conn.open(port);
+      c.send(GET);
+      const r = await c.response();
+      const [learner] = ownersOf(port, [c.localPort], pids);
+      c.close();
+      const value = /^PHPSESSID=([^;]+)/.exec(r.get("set-cookie") ?? "")?.[1];
+      expect(value).toBeDefined();
+      sessions.push({ cookie: value!, server: r.body.toString(), learner: learner ?? null });
+    }
+    expect(new Set(sessions.map((x) => x.server))).toEqual(new Set(["A", "B"]));
+    await Bun.sleep(100); // batches leave after at most 10 ms
+
+    // 48 new connections at once, each with an old cookie: whichever worker takes it, the
+    // server that issued the cookie answers
+    const conns = await Promise.all(Array.from({ length: 48 }, () => Conn.open(port)));
+    conns.forEach((c, i) => c.send(`GET / HTTP/1.1\r\nHost: w\r\nCookie: PHPSESSID=${sessions[i % 12]!.cookie}\r\n\r\n`));
+    const res = await Promise.all(conns.map((c) => c.response()));
+    const owners = ownersOf(port, conns.map((c) => c.localPort), pids);
+    conns.forEach((c) => c.close());
+    expect(new Set(owners)).toEqual(new Set(pids)); // both workers took some
+    // some connections went to the worker that did not learn their session
+    expect(owners.filter((o, i) => o !== sessions[i % 12]!.learner).length).toBeGreaterThan(0);
+    expect(res.map((r) => r.body.toString())).toEqual(conns.map((_, i) => sessions[i % 12]!.server));
+    expect(await sup.stop("SIGTERM")).toBe(0);
+  }, 30_000);
+
+  test("a worker restarted after a crash gets the learned bindings from its sibling (dump)", async () => {
+    const issuer = (name: string): ScriptedBackend => {
+      let n = 0;
+      const b = scriptedBackend((req) => (/PHPSESSID=/i.test(req.head) ? ok(name) : ok(name, `Set-Cookie: PHPSESSID=${name}-${++n}-${Math.random().toString(36).slice(2)}\r\n`)));
+      cleanup.push(() => b.stop());
+      return b;
+    };
+    const a = issuer("A");
+    const b = issuer("B");
+    const port = await freePort();
+    const persist = 'mode = "learn"\ncookie = "PHPSESSID"\nrequest_learn = false';
+    const sup = await supervisor(configFile(simpleConfig({ port, global: "workers = 2", persist, servers: [{ id: "a", port: a.port }, { id: "b", port: b.port }] })));
+    const sessions: { cookie: string; server: string }[] = [];
+    for (let i = 0; i < 8; i++) {
+      const c = await Conn.open(port);
+      c.send(GET);
+      const r = await c.response();
+      c.close();
+      const value = /^PHPSESSID=([^;]+)/.exec(r.get("set-cookie") ?? "")?.[1];
+      expect(value).toBeDefined();
+      sessions.push({ cookie: value!, server: r.body.toString() });
+    }
+    await Bun.sleep(100);
+    process.kill(sup.pids().get(1)!, "SIGKILL");
+    await until(() => sup.output().includes("supervisor: worker 1 ready (pid"), 10_000, "worker 1 restarted");
+    await Bun.sleep(200);
+    const pids = [...sup.pids().values()];
+    const conns = await Promise.all(Array.from({ length: 32 }, () => Conn.open(port)));
+    conns.forEach((c, i) => c.send(`GET / HTTP/1.1\r\nHost: w\r\nCookie: PHPSESSID=${sessions[i % 8]!.cookie}\r\n\r\n`));
+    const res = await Promise.all(conns.map((c) => c.response()));
+    const owners = ownersOf(port, conns.map((c) => c.localPort), pids);
+    conns.forEach((c) => c.close());
+    expect(new Set(owners)).toEqual(new Set(pids));
+    expect(res.map((r) => r.body.toString())).toEqual(conns.map((_, i) => sessions[i % 8]!.server));
+    expect(sup.output()).toMatch(/worker 2: state: sent 8 learned entries to worker 1/);
+    expect(await sup.stop("SIGTERM")).toBe(0);
+  }, 30_000);
 });
 
 describe('workers = "auto"', () => {
