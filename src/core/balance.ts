@@ -191,16 +191,19 @@ export function chooseServer(b: CompiledBackend, keyHash: number, exclude: numbe
   let i = pick(b, keyHash, exclude, false);
   // backups only when no primary is up (Apache status=+H, HAProxy backup): primaries that are
   // merely full (maxconn) make the request wait in the queue, not spill over to a backup
-  if (i < 0 && !primaryFull(b, exclude)) i = pick(b, keyHash, exclude, true);
+  if (i < 0 && !anyFull(b, exclude, false)) i = pick(b, keyHash, exclude, true);
   return i < 0 ? null : b.servers[i]!;
 }
 
-/** Some primary is up and ready but at its maxconn. */
-function primaryFull(b: CompiledBackend, exclude: number): boolean {
+/**
+ * Some server (a primary, or with `backups` any) is up and ready but at its maxconn: a request
+ * nothing else can take waits in the queue for it instead of failing or spilling to a backup.
+ */
+export function anyFull(b: CompiledBackend, exclude: number, backups: boolean): boolean {
   const servers = b.servers;
   for (let i = 0; i < servers.length; i++) {
     const s = servers[i]!, st = s.state;
-    if (!s.backup && i !== exclude && s.weight > 0 && st.up && st.admin === "ready" && s.maxconn > 0 && st.active >= s.maxconn) return true;
+    if ((backups || !s.backup) && i !== exclude && s.weight > 0 && st.up && st.admin === "ready" && s.maxconn > 0 && st.active >= s.maxconn) return true;
   }
   return false;
 }

@@ -25,7 +25,7 @@ import {
   pd, persistRequest, persistLearn, needsLearn, persistSetCookie, setCookieName,
   persistResponseHeader, learnHeaderName,
 } from "./persist.ts";
-import { chooseServer, hashKey, hashString } from "./balance.ts";
+import { anyFull, chooseServer, hashKey, hashString } from "./balance.ts";
 import { findHeader, ipBytes, startsWith } from "./rules.ts";
 import { clock, watch, unwatch, type Timed } from "./clock.ts";
 import { errorResponse } from "./errors.ts";
@@ -538,7 +538,7 @@ function startRequest(c: ClientConn, buf: Buffer, end: number): void {
   if (server === null) {
     server = chooseServer(b, b.hashBalance ? balanceKey(c, b, buf, h) : -1, c.exclude);
     if (server === null) {
-      if (onlyFull(b)) {
+      if (anyFull(b, c.exclude, true)) {
         enqueue(c, b);
         return;
       }
@@ -1012,16 +1012,6 @@ function retryElsewhere(c: ClientConn, failed: CompiledServer, why: string): boo
 
 // ------------------------------------------------------------------------------------
 // maxconn queue
-
-/** Nothing eligible, but only because servers that could take it are at their maxconn. */
-function onlyFull(b: CompiledBackend): boolean {
-  const servers = b.servers;
-  for (let i = 0; i < servers.length; i++) {
-    const s = servers[i], st = s.state;
-    if (st.up && st.admin === "ready" && s.weight > 0 && s.maxconn > 0 && st.active >= s.maxconn) return true;
-  }
-  return false;
-}
 
 /** The request waits, unparsed in `c.in`, until a slot frees or `timeout.queue` passes (503). */
 function enqueue(c: ClientConn, b: CompiledBackend): void {
